@@ -1,0 +1,1 @@
+"""Schemas, readers for public formats, the synthetic catalog and the prepare stage."""

@@ -1,0 +1,97 @@
+"""Opening and closing a Ray session: the one place that calls ``ray.init``.
+
+Library functions take an already-open session (they call Ray APIs and let the
+caller decide where Ray runs); the CLI, ``ray_jobs/`` and tests open one with
+:func:`ray_session`. Locally, everything binds to 127.0.0.1 and nothing listens
+on other interfaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+# Engines pick these up at import time; set before anything imports vllm/deepspeed.
+CPU_ENGINE_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "DS_ACCELERATOR": "cpu",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_DEDUP_LOGS": "0",
+    "RAY_TRAIN_V2_ENABLED": "1",
+}
+
+
+@dataclass
+class RayConfig:
+    """Where Ray runs. ``address=None`` starts a local, loopback-only session."""
+
+    address: str | None = None
+    num_cpus: int | None = 4  # >= 4 even on 2 cores: 2 train workers on num_cpus=2 hang
+    num_gpus: int | None = None
+    object_store_memory_mb: int = 1024
+    temp_dir: str | None = None
+    include_dashboard: bool = False
+    dashboard_port: int = 8265
+    env_vars: dict[str, str] = field(default_factory=dict)
+
+
+def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for CPU engines (vLLM, DeepSpeed) plus ``extra``; also applied to os.environ."""
+    env = dict(CPU_ENGINE_ENV)
+    env.setdefault("VLLM_CACHE_ROOT", os.path.join(tempfile.gettempdir(), "semacdr-vllm-cache"))
+    env.update(extra or {})
+    for k, v in env.items():
+        os.environ.setdefault(k, v)
+    return env
+
+
+@contextlib.contextmanager
+def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
+    """Open Ray (local loopback-only, or connect to ``cfg.address``) and shut it down after.
+
+    If Ray is already initialised (a test session, a Ray job's driver), it is
+    reused and left open.
+    """
+    import ray
+
+    cfg = cfg or RayConfig()
+    env = engine_env(cfg.env_vars)
+    if ray.is_initialized():
+        yield
+        return
+    kwargs: dict = {
+        "runtime_env": {"env_vars": env},
+        "log_to_driver": True,
+        "configure_logging": True,
+        "logging_level": logging.WARNING,
+    }
+    if cfg.address:
+        kwargs["address"] = cfg.address
+    else:
+        temp_dir = cfg.temp_dir or tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+        kwargs.update(
+            num_cpus=cfg.num_cpus,
+            num_gpus=cfg.num_gpus,
+            object_store_memory=cfg.object_store_memory_mb * 1024 * 1024,
+            include_dashboard=cfg.include_dashboard,
+            dashboard_host="127.0.0.1",
+            dashboard_port=cfg.dashboard_port,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=temp_dir,
+        )
+    ray.init(**kwargs)
+    log.info("ray session: %s", ray.cluster_resources())
+    try:
+        yield
+    finally:
+        ray.shutdown()
