@@ -1,13 +1,64 @@
-"""Configuration of the train stage (Hydra group `train`)."""
+"""Configuration of the train stage (Hydra group `train`).
+
+Everything the worker loop and the DeepSpeed config need comes from here; the
+DeepSpeed JSON is rendered from these fields by `deepspeed_config.render`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
 class TrainConfig:
+    # Ray Train workers (one DeepSpeed rank each). 2 = the smallest real data-parallel run on a laptop.
     num_workers: int = 2
+    # Put each worker on a GPU (NCCL); False = CPU workers with gloo and DS_ACCELERATOR=cpu.
     use_gpu: bool = False
+    # torch.distributed backend; null = nccl when use_gpu else gloo.
+    backend: str | None = None
+    # Resources per worker (Ray resource dict); 1 CPU fits 2 workers on a 2-core box with num_cpus=4.
+    resources_per_worker: dict = field(default_factory=lambda: {"CPU": 1})
+    # DeepSpeed ZeRO stage 0 (plain DDP), 1 (optimizer states), 2 (+grads), 3 (+params).
+    zero_stage: int = 1
+    # fp32 | bf16. fp32 is exact and fast enough on CPU; bf16 for GPUs (and CPUs with AMX).
+    precision: str = "fp32"
+    # Maximum passes over the train split (early stopping may end sooner).
     epochs: int = 5
+    # Sequences per worker per micro-step (DeepSpeed train_micro_batch_size_per_gpu).
     batch_size: int = 128
+    # Micro-steps per optimizer step (DeepSpeed gradient_accumulation_steps).
+    grad_accum: int = 1
+    # Gradient-norm clip (DeepSpeed gradient_clipping); 0 disables it.
+    clip: float = 1.0
+    # Peak learning rate of AdamW (SASRec-family models train well at 1e-3).
+    lr: float = 1.0e-3
+    # AdamW decoupled weight decay.
+    weight_decay: float = 0.0
+    # Warmup optimizer steps (linear from 0 to lr); a fraction of an epoch on small data.
+    warmup: int = 20
+    # LR decay after warmup: cosine | linear | constant (to 0 at the last planned step).
+    schedule: str = "cosine"
+    # Stop after this many validations without a better valid metric (0 = never stop early).
+    patience: int = 3
+    # Checkpoints kept by Ray Train, best by `monitor` (the latest is kept too, for resume).
+    keep_best_k: int = 2
+    # Validation metric that selects the best checkpoint and drives early stopping.
+    monitor: str = "valid/ndcg@10"
+    # Worker-group restarts allowed after a worker dies (each resumes from the last checkpoint).
+    max_failures: int = 2
+    # Rows in Ray Data's local shuffle buffer per worker (0 = no shuffle); a few batches' worth.
+    shuffle_buffer: int = 2048
+    # Validate (and checkpoint) every this many epochs.
+    valid_every: int = 1
+    # Valid sequences scored per validation (0 = all); caps validation time on big runs.
+    valid_max_examples: int = 0
+    # Sequences scored per validation batch (the [B, N] score matrix bounds its memory).
+    eval_batch_size: int = 256
+    # Seed of model init and shuffling (added to the top-level seed).
+    seed: int = 0
+    # Test hook: the worker of this rank exits hard (os._exit) once, mid-epoch `fail_at_epoch`,
+    # to exercise FailureConfig; -1 = never. A marker file under the run dir makes it fire once.
+    fail_rank: int = -1
+    # Epoch (0-based) in which `fail_rank` dies after its first micro-step.
+    fail_at_epoch: int = 1

@@ -1,0 +1,105 @@
+"""Render the DeepSpeed config dict from the Hydra `train` group.
+
+One plain function, so the JSON a run used is reproducible from its config
+and testable without starting anything.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from semacdr_dist.train.config import TrainConfig
+
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("fp32", "bf16")
+
+
+def validate_train_config(cfg: TrainConfig) -> None:
+    """Reject values DeepSpeed would accept silently or fail on late, naming the field."""
+    if cfg.zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"train.zero_stage must be 0, 1, 2 or 3, got {cfg.zero_stage}")
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
+    for name in ("num_workers", "epochs", "batch_size", "grad_accum", "valid_every", "eval_batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("warmup", "patience", "shuffle_buffer", "max_failures", "valid_max_examples"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"train.{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.keep_best_k < 1:
+        raise ValueError(f"train.keep_best_k must be >= 1 (resume needs a checkpoint), got {cfg.keep_best_k}")
+    if cfg.lr <= 0:
+        raise ValueError(f"train.lr must be > 0, got {cfg.lr}")
+
+
+def total_optimizer_steps(cfg: TrainConfig, n_train: int, world_size: int) -> int:
+    """Optimizer steps of the whole run: the LR schedule's horizon."""
+    micro_per_epoch = math.ceil(math.ceil(n_train / world_size) / cfg.batch_size)
+    return max(1, math.ceil(micro_per_epoch * cfg.epochs / cfg.grad_accum))
+
+
+def render_deepspeed_config(cfg: TrainConfig, world_size: int, total_steps: int) -> dict[str, Any]:
+    """The DeepSpeed config dict of a run of `total_steps` optimizer steps on `world_size` ranks."""
+    validate_train_config(cfg)
+    warmup = min(cfg.warmup, max(total_steps - 1, 0))
+    ds: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "train_batch_size": cfg.batch_size * cfg.grad_accum * world_size,
+        "gradient_clipping": float(cfg.clip),
+        # torch's AdamW: DeepSpeed's fused Adam needs a 75 s JIT build on CPU and nothing faster here.
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": cfg.lr,
+                "betas": [0.9, 0.999],
+                "eps": 1e-8,
+                "weight_decay": cfg.weight_decay,
+                "torch_adam": True,
+            },
+        },
+        "zero_optimization": {"stage": cfg.zero_stage},
+        "bf16": {"enabled": cfg.precision == "bf16"},
+        "fp16": {"enabled": False},
+        "steps_per_print": 10**9,  # progress goes through our logger, once per epoch
+        "wall_clock_breakdown": False,
+    }
+    if cfg.zero_stage == 3:
+        # Small models: gather whole layers at once instead of many tiny all-gathers.
+        ds["zero_optimization"].update({"stage3_param_persistence_threshold": 0, "overlap_comm": False})
+    if cfg.schedule == "cosine":
+        ds["scheduler"] = {
+            "type": "WarmupCosineLR",
+            "params": {
+                "total_num_steps": total_steps,
+                "warmup_num_steps": warmup,
+                "warmup_min_ratio": 0.0,
+                "cos_min_ratio": 0.0,
+                "warmup_type": "linear",
+            },
+        }
+    elif cfg.schedule == "linear":
+        ds["scheduler"] = {
+            "type": "WarmupDecayLR",
+            "params": {
+                "total_num_steps": max(total_steps, warmup + 1),
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": cfg.lr,
+                "warmup_num_steps": warmup,
+                "warmup_type": "linear",
+            },
+        }
+    else:
+        ds["scheduler"] = {
+            "type": "WarmupLR",
+            "params": {
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": cfg.lr,
+                "warmup_num_steps": warmup,
+                "warmup_type": "linear",
+            },
+        }
+    return ds

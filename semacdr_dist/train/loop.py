@@ -1,0 +1,225 @@
+"""`train_loop_per_worker`: one DeepSpeed rank of a Ray Train run.
+
+Everything comes from `config` (built by `semacdr_dist.train.trainer.loop_config`):
+the model and train dataclasses, the rendered DeepSpeed dict, the run URI. The
+loop resumes from `ray.train.get_checkpoint()` when there is one, so a worker
+restart (FailureConfig) and a rerun of the stage after the driver died both
+continue from the last reported epoch.
+
+Per epoch: stream the train shard (`iter_torch_batches` + `SequenceCollate`,
+local shuffle buffer), validate exactly on this rank's slice of the valid split,
+all-reduce the metric sums, then every rank saves its DeepSpeed partition into a
+temporary directory and reports it; rank 0 adds the gathered fp32 parameters
+(`model.safetensors`) and the loop state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from semacdr_dist.data.batch import SequenceCollate, collate_rows
+from semacdr_dist.rundir import RunDir
+from semacdr_dist.train.checkpoint import DS_TAG, save_params, write_state
+from semacdr_dist.train.config import TrainConfig
+from semacdr_dist.train.scoring import metrics_from_sums, score_batches
+from semacdr_dist.train.state import append_metrics, load_inputs
+
+log = logging.getLogger(__name__)
+
+
+def _worker_logging() -> None:
+    pkg = logging.getLogger("semacdr_dist")
+    if not pkg.handlers and not logging.getLogger().handlers:
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        pkg.addHandler(h)
+    pkg.setLevel(logging.INFO)
+
+
+def _import(path: str) -> Any:
+    module, _, name = path.partition(":")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+class _LossModule(torch.nn.Module):
+    """What DeepSpeed wraps: forward = `calculate_loss`, so ZeRO-3's forward hooks run."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.model.calculate_loss(batch)
+
+
+def _valid_batches(config: dict, domains: list[str], rank: int, world: int, device: torch.device):
+    """This rank's slice of the valid split as padded batches + 0/1 row weights.
+
+    Every rank gets the same number of rows (short slices repeat their last row
+    with weight 0) so collective calls inside the model (ZeRO-3) stay in step.
+    """
+    tcfg: TrainConfig = config["train"]
+    table = RunDir(config["run_uri"]).read_table("sequences", "valid")
+    if tcfg.valid_max_examples:
+        table = table.slice(0, tcfg.valid_max_examples)
+    n = table.num_rows
+    per_rank = max(1, math.ceil(n / world))
+    idx = np.arange(rank, n, world)
+    weight = np.ones(per_rank, dtype=np.int64)
+    if len(idx) < per_rank:
+        weight[len(idx) :] = 0
+        idx = np.concatenate([idx, np.full(per_rank - len(idx), idx[-1] if len(idx) else 0)])
+    rows = table.take(idx)
+    bs = tcfg.eval_batch_size
+    batches, weights = [], []
+    for start in range(0, per_rank, bs):
+        batches.append(collate_rows(rows.slice(start, bs), config["max_len"], domains, device))
+        weights.append(torch.as_tensor(weight[start : start + bs]))
+    return batches, weights
+
+
+def _gathered(engine, stage: int):
+    """All parameters materialised on every rank (ZeRO-3 partitions them), else a no-op."""
+    if stage == 3:
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
+    return contextlib.nullcontext()
+
+
+def _all_reduce(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        t = t.to(device)
+        dist.all_reduce(t)
+    return t.cpu()
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import deepspeed
+    import ray.train
+
+    _worker_logging()
+    tcfg: TrainConfig = config["train"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    run = RunDir(config["run_uri"])
+    model_name = config["model_name"]
+    torch.manual_seed(config["seed"] + rank)
+    np.random.seed(config["seed"] + rank)
+
+    catalog, features = load_inputs(run, config["with_features"])
+    build_model = _import(config.get("build_model", "semacdr_dist.model:build_model"))
+    model = build_model(config["model"], catalog, features)
+    del features  # the model holds its own (frozen) copy
+    item_domain = torch.as_tensor(catalog.item_domain, dtype=torch.long)
+    engine, _, _, _ = deepspeed.initialize(
+        model=_LossModule(model),
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=config["deepspeed"],
+    )
+    device = engine.device
+    state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            _, client = engine.load_checkpoint(d, tag=DS_TAG)
+        state.update({k: client[k] for k in state if k in client})
+        log.info("rank %d: resumed from %s at epoch %d", rank, checkpoint.path, state["epoch"])
+
+    valid_batches, valid_weights = _valid_batches(config, catalog.domains, rank, world, device)
+    shard = ray.train.get_dataset_shard("train")
+    collate = SequenceCollate(config["max_len"], catalog.domains, device)
+    monitor = tcfg.monitor
+    while state["epoch"] < tcfg.epochs and not state["stopped"]:
+        epoch = state["epoch"]
+        engine.train()
+        t0 = time.perf_counter()
+        loss_sum, rows, steps = 0.0, 0, 0
+        for batch in shard.iter_torch_batches(
+            batch_size=tcfg.batch_size,
+            collate_fn=collate,
+            local_shuffle_buffer_size=tcfg.shuffle_buffer or None,
+            local_shuffle_seed=config["seed"] + 1000 * epoch + rank if tcfg.shuffle_buffer else None,
+        ):
+            loss, _ = engine(batch)
+            engine.backward(loss)
+            engine.step()
+            loss_sum += float(loss.detach().float()) * len(batch["target"])
+            rows += len(batch["target"])
+            steps += 1
+            if rank == tcfg.fail_rank and epoch == tcfg.fail_at_epoch and steps == 1:
+                marker = f"train/{model_name}/_fault_injected_rank{rank}"
+                if not run.exists(marker):
+                    run.write_json(marker, {"epoch": epoch, "pid": os.getpid()})
+                    log.warning("rank %d: fault injection: SIGKILL to own pid %d", rank, os.getpid())
+                    os.kill(os.getpid(), signal.SIGKILL)
+        train_s = time.perf_counter() - t0
+        totals = _all_reduce(torch.tensor([loss_sum, rows, train_s], dtype=torch.float64), device)
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "train/loss": totals[0].item() / max(totals[1].item(), 1.0),
+            "train/sequences": int(totals[1].item()),
+            # Wall time of the slowest rank bounds throughput: rows of all ranks / mean rank time.
+            "train/seq_per_s": totals[1].item() / max(totals[2].item() / world, 1e-9),
+            "lr": float(engine.get_lr()[0]),
+            "global_step": int(engine.global_steps),
+        }
+        last = epoch + 1 >= tcfg.epochs
+        if (epoch + 1) % tcfg.valid_every == 0 or last:
+            engine.eval()
+            t1 = time.perf_counter()
+            with _gathered(engine, tcfg.zero_stage):
+                sums = score_batches(model, valid_batches, item_domain, valid_weights)
+            metrics.update(metrics_from_sums(_all_reduce(sums, device)))
+            metrics["valid/seconds"] = time.perf_counter() - t1
+            score = metrics[monitor]
+            if state["best"] is None or score > state["best"]:
+                state.update(best=score, best_epoch=epoch, bad_epochs=0)
+            else:
+                state["bad_epochs"] += 1
+                if tcfg.patience and state["bad_epochs"] >= tcfg.patience:
+                    state["stopped"] = True
+            metrics["best/" + monitor] = state["best"]
+        else:
+            # Ray ranks checkpoints by `monitor`; an epoch without validation must not win.
+            metrics[monitor] = -1.0
+        state["epoch"] = epoch + 1
+        metrics["stopped"] = state["stopped"]
+        _report(engine, model, metrics, state, tcfg.zero_stage, rank)
+        if rank == 0:
+            append_metrics(run, model_name, metrics)
+            log.info("%s epoch %d: %s", model_name, epoch, _fmt(metrics))
+    if state["stopped"] and rank == 0:
+        log.info("%s: early stop after epoch %d (best %s=%.4f at epoch %d)", model_name,
+                 state["epoch"] - 1, monitor, state["best"], state["best_epoch"])
+
+
+def _report(engine, model, metrics: dict, state: dict, stage: int, rank: int) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory(prefix="semacdr-ckpt-") as tmp:
+        engine.save_checkpoint(tmp, tag=DS_TAG, client_state=dict(state))
+        with _gathered(engine, stage):
+            if rank == 0:
+                save_params(model, tmp)
+        if rank == 0:
+            write_state(tmp, {**state, "metrics": metrics})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _fmt(metrics: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())

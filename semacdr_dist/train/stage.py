@@ -1,0 +1,127 @@
+"""The train stage: `run_train(cfg, run, model_name)`.
+
+Gradient models train on Ray Train + DeepSpeed (`trainer.build_trainer`), the
+popularity baseline is counted in-process; both end with an export of the best
+model to `export/<model>/` and `train/<model>/_SUCCESS.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from semacdr_dist.config import Config
+from semacdr_dist.rundir import RunDir
+from semacdr_dist.train.checkpoint import load_params
+from semacdr_dist.train.config import TrainConfig
+from semacdr_dist.train.state import load_inputs, needs_features, read_metrics
+
+log = logging.getLogger(__name__)
+
+
+def model_config_for(cfg: Config, model_name: str):
+    """`cfg.model` when it is the model asked for, else `configs/model/<model_name>.yaml` composed."""
+    if cfg.model.name == model_name:
+        return cfg.model
+    from semacdr_dist.config import load_config
+
+    model_cfg = load_config([f"model={model_name}"]).model
+    # The sequence length is a data property: keep the caller's.
+    model_cfg.max_len = cfg.model.max_len
+    return model_cfg
+
+
+def run_train(cfg: Config, run: RunDir, model_name: str) -> dict[str, Any]:
+    """Train (or fit) `model_name` on the run's sequences and export the best model.
+
+    Skipped when `train/<model>/_SUCCESS.json` exists, unless `cfg.force`; with
+    `cfg.force` the model's checkpoints and metrics are cleared first. A run
+    interrupted earlier resumes from its last checkpoint.
+    """
+    stage = f"train/{model_name}"
+    if run.is_done(stage) and not cfg.force:
+        log.info("train %s: already done (%s), skipping", model_name, run.uri_of(stage, "_SUCCESS.json"))
+        return run.read_json(f"{stage}/_SUCCESS.json")
+    if cfg.force:
+        for rel in (("checkpoints", model_name), (stage,), ("export", model_name)):
+            run.delete(*rel)
+    model_cfg = model_config_for(cfg, model_name)
+    t0 = time.perf_counter()
+    if model_cfg.name == "pop":
+        summary = fit_popularity(run, model_cfg)
+    else:
+        summary = fit_deepspeed(run, model_cfg, cfg.train, seed=cfg.seed)
+    summary["seconds"] = time.perf_counter() - t0
+    run.mark_done(stage, summary)
+    log.info("train %s: done in %.1f s: %s", model_name, summary["seconds"], summary.get("best_metrics"))
+    return summary
+
+
+def fit_deepspeed(run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0,
+                  build_model: str | None = None) -> dict[str, Any]:
+    """Ray Train + DeepSpeed fit (resuming if checkpoints exist), then export of the best checkpoint."""
+    from semacdr_dist.train.trainer import best_checkpoint, build_trainer
+
+    trainer = build_trainer(run, model_cfg, tcfg, seed=seed, build_model=build_model)
+    result = trainer.fit()
+    if result.error is not None:
+        raise RuntimeError(f"training {model_cfg.name} failed: {result.error}") from result.error
+    checkpoint, metrics = best_checkpoint(result, tcfg.monitor)
+    with checkpoint.as_directory() as d:
+        export_dir = export_from_checkpoint(run, model_cfg, d)
+    return {
+        "model": model_cfg.name,
+        "best_checkpoint": checkpoint.path,
+        "best_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        "epochs": len(read_metrics(run, model_cfg.name)),
+        "export": export_dir,
+    }
+
+
+def export_from_checkpoint(run: RunDir, model_cfg: Any, checkpoint_dir: str) -> str:
+    """Rebuild the model on the driver, load the checkpoint's fp32 parameters, export it."""
+    from semacdr_dist.model import build_model
+
+    catalog, features = load_inputs(run, needs_features(model_cfg))
+    model = build_model(model_cfg, catalog, features)
+    load_params(model, checkpoint_dir)
+    return _export(run, model, model_cfg, catalog)
+
+
+def _export(run: RunDir, model, model_cfg: Any, catalog) -> str:
+    from semacdr_dist.model.export import save_export
+
+    model.eval()
+    out = run.local_path("export", model_cfg.name)
+    run.delete("export", model_cfg.name)
+    save_export(model, model_cfg, catalog, out)
+    return out
+
+
+def fit_popularity(run: RunDir, model_cfg: Any, chunk_rows: int = 8192) -> dict[str, Any]:
+    """Count train targets per item in-process (no DeepSpeed), validate exactly, export."""
+    from semacdr_dist.data.batch import collate_rows
+    from semacdr_dist.model import build_model
+    from semacdr_dist.train.scoring import metrics_from_sums, score_batches
+
+    catalog, _ = load_inputs(run, False)
+    model = build_model(model_cfg, catalog, None)
+
+    def batches(split: str):
+        for _, table in run.iter_tables("sequences", split):
+            for start in range(0, table.num_rows, chunk_rows):
+                yield collate_rows(table.slice(start, chunk_rows), model_cfg.max_len, catalog.domains)
+
+    t0 = time.perf_counter()
+    model.fit(batches("train"))
+    import torch
+
+    item_domain = torch.as_tensor(catalog.item_domain, dtype=torch.long)
+    metrics = metrics_from_sums(score_batches(model, batches("valid"), item_domain))
+    record = {"epoch": 0, "train/seconds": time.perf_counter() - t0, **metrics}
+    from semacdr_dist.train.state import append_metrics
+
+    append_metrics(run, model_cfg.name, record)
+    export_dir = _export(run, model, model_cfg, catalog)
+    return {"model": model_cfg.name, "best_metrics": metrics, "epochs": 1, "export": export_dir}

@@ -1,0 +1,110 @@
+"""The Ray Train `TorchTrainer` of one model: data, scaling, storage, failures.
+
+Storage is the run directory's `checkpoints/` with the model's name as the
+Ray Train run name, so a second `fit()` of the same model (after the driver
+died) finds the checkpoint manager's snapshot there and resumes from the
+latest checkpoint instead of starting over.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from semacdr_dist.rundir import RunDir
+from semacdr_dist.train.config import TrainConfig
+from semacdr_dist.train.deepspeed_config import (
+    render_deepspeed_config,
+    total_optimizer_steps,
+    validate_train_config,
+)
+from semacdr_dist.train.loop import train_loop_per_worker
+from semacdr_dist.train.state import check_features, needs_features
+
+log = logging.getLogger(__name__)
+
+SEQUENCE_COLUMNS = ["user_id", "target_domain", "history", "history_domain", "target"]
+
+
+def train_dataset(run: RunDir):
+    """The train split as a Ray Dataset streamed from `sequences/train/` parquet."""
+    import ray.data
+
+    files = run.list_files("sequences", "train")
+    if not files:
+        raise FileNotFoundError(f"no parquet shards under {run.uri_of('sequences', 'train')}: run prepare first")
+    return ray.data.read_parquet(
+        [run.path("sequences", "train", f) for f in files], filesystem=run.fs, columns=SEQUENCE_COLUMNS
+    )
+
+
+def backend_of(tcfg: TrainConfig) -> str:
+    return tcfg.backend or ("nccl" if tcfg.use_gpu else "gloo")
+
+
+def loop_config(
+    run: RunDir, model_cfg: Any, tcfg: TrainConfig, n_train: int, seed: int, build_model: str | None = None
+) -> dict[str, Any]:
+    """Everything `train_loop_per_worker` reads, including the rendered DeepSpeed dict."""
+    validate_train_config(tcfg)
+    steps = total_optimizer_steps(tcfg, n_train, tcfg.num_workers)
+    config = {
+        "run_uri": run.uri,
+        "model_name": model_cfg.name,
+        "model": model_cfg,
+        "train": tcfg,
+        "deepspeed": render_deepspeed_config(tcfg, tcfg.num_workers, steps),
+        "max_len": model_cfg.max_len,
+        "seed": seed + tcfg.seed,
+        "with_features": needs_features(model_cfg),
+    }
+    if build_model:
+        config["build_model"] = build_model
+    return config
+
+
+def build_trainer(
+    run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0, build_model: str | None = None, name: str | None = None
+):
+    """A TorchTrainer for `model_cfg` on the run's train split (not started)."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    check_features(run, model_cfg)
+    dataset = train_dataset(run)
+    n_train = dataset.count()
+    config = loop_config(run, model_cfg, tcfg, n_train, seed, build_model)
+    name = name or model_cfg.name
+    run.write_json(f"train/{name}/deepspeed.json", config["deepspeed"])
+    log.info("train %s: %d train sequences, %d workers, backend %s, ZeRO-%d, %s", name, n_train,
+             tcfg.num_workers, backend_of(tcfg), tcfg.zero_stage, tcfg.precision)
+    run_config = ray.train.RunConfig(
+        name=name,
+        storage_path=run.path("checkpoints"),
+        storage_filesystem=run.fs,
+        failure_config=ray.train.FailureConfig(max_failures=tcfg.max_failures),
+        checkpoint_config=ray.train.CheckpointConfig(
+            num_to_keep=tcfg.keep_best_k, checkpoint_score_attribute=tcfg.monitor, checkpoint_score_order="max"
+        ),
+        worker_runtime_env={"env_vars": {"DS_ACCELERATOR": "cuda" if tcfg.use_gpu else "cpu"}},
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=config,
+        torch_config=TorchConfig(backend=backend_of(tcfg)),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=tcfg.num_workers, use_gpu=tcfg.use_gpu, resources_per_worker=dict(tcfg.resources_per_worker)
+        ),
+        run_config=run_config,
+        datasets={"train": dataset},
+    )
+
+
+def best_checkpoint(result, monitor: str):
+    """The reported checkpoint with the highest `monitor` (the latest if none was scored)."""
+    scored = [(c, m) for c, m in (result.best_checkpoints or []) if m.get(monitor) is not None]
+    if scored:
+        return max(scored, key=lambda cm: cm[1][monitor])
+    if result.checkpoint is None:
+        raise RuntimeError(f"training reported no checkpoint (error: {result.error})")
+    return result.checkpoint, result.metrics or {}
