@@ -55,6 +55,20 @@ def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _loopback_only() -> None:
+    """Keep a local session on 127.0.0.1.
+
+    Ray rewrites a node address of 127.0.0.1 to the machine's routable address
+    (so other nodes could join) unless RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; the
+    flag is read when `ray` is imported, so the already-imported constant is set
+    too. Child processes (GCS, raylet, workers) inherit the variable.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 @contextlib.contextmanager
 def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
     """Open Ray (local loopback-only, or connect to ``cfg.address``) and shut it down after.
@@ -75,9 +89,12 @@ def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
         "configure_logging": True,
         "logging_level": logging.WARNING,
     }
-    if cfg.address:
-        kwargs["address"] = cfg.address
+    # Inside `ray job submit` the driver finds its cluster through RAY_ADDRESS.
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        kwargs["address"] = address
     else:
+        _loopback_only()
         temp_dir = cfg.temp_dir or tempfile.mkdtemp(prefix="ray-", dir="/tmp")
         kwargs.update(
             num_cpus=cfg.num_cpus,

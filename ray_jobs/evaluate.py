@@ -1,0 +1,6 @@
+"""Ray job: the evaluate stage. `ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- python ray_jobs/evaluate.py [overrides]`"""
+
+from _entry import run
+
+if __name__ == "__main__":
+    run("evaluate")

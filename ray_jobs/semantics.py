@@ -1,0 +1,6 @@
+"""Ray job: the semantics stage. `ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- python ray_jobs/semantics.py [overrides]`"""
+
+from _entry import run
+
+if __name__ == "__main__":
+    run("semantics")

@@ -1,0 +1,105 @@
+"""`semacdr-dist`: the one command-line entry point.
+
+    semacdr-dist pipeline [hydra overrides...]    # every stage, in order
+    semacdr-dist prepare|semantics|train|evaluate [overrides...]
+    semacdr-dist report [overrides...] [--runs DIR ...]
+    semacdr-dist models prepare [models_dir=...]
+    semacdr-dist config [overrides...]             # print the composed config
+
+Every key of `configs/` is overridable, e.g.
+`semacdr-dist pipeline data=food_kitchen llm=smollm2_cpu train.num_workers=2`.
+The config is composed with Hydra's compose API (no working-directory change),
+validated against the typed dataclasses, and saved as `<run_dir>/config.yaml`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+from omegaconf import OmegaConf
+
+from semacdr_dist.config import Config, load_config
+from semacdr_dist.pipeline import STAGES, PipelineResult, run_pipeline, summary_table
+
+log = logging.getLogger("semacdr_dist")
+COMMANDS = (*STAGES, "pipeline", "report", "models", "config")
+
+
+def _usage() -> str:
+    return __doc__ or ""
+
+
+def _run_stages(cfg: Config, stages: tuple[str, ...]) -> int:
+    from semacdr_dist.profiling import PeakRSS
+
+    t0 = time.perf_counter()
+    with PeakRSS() as peak:
+        result = run_pipeline(cfg, stages=stages)
+    wall = time.perf_counter() - t0
+    _print_summary(result, wall, peak.gib)
+    return 0
+
+
+def _print_summary(result: PipelineResult, wall_s: float, peak_gib: float) -> None:
+    print()
+    print(summary_table(result))
+    print()
+    print(f"run directory: {result.run_dir}")
+    if result.metrics:
+        print(f"report: {result.run_dir}/report.md")
+    print(f"wall time: {wall_s:.1f}s, peak RSS (process tree): {peak_gib:.2f} GiB")
+
+
+def _report(cfg: Config, runs: list[str]) -> int:
+    from semacdr_dist.pipeline import stage_function  # noqa: F401  (keeps import order lazy)
+
+    try:
+        from semacdr_dist.evaluate.report import compare
+    except ImportError:
+        print("report: the evaluate stage is not built yet", file=sys.stderr)
+        return 2
+    out = compare([cfg.run_dir, *runs], cfg.run_dir)
+    print(out if isinstance(out, str) else f"report written under {cfg.run_dir}")
+    return 0
+
+
+def _models(args: list[str]) -> int:
+    if not args or args[0] != "prepare":
+        print("usage: semacdr-dist models prepare [models_dir=DIR]", file=sys.stderr)
+        return 2
+    cfg = load_config([a for a in args[1:]])
+    from semacdr_dist.semantics.models import prepare_models
+
+    paths = prepare_models(cfg.models_dir)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
+        print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help", "help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help", "help") else 2
+    command, rest = argv[0], argv[1:]
+    if command == "models":
+        return _models(rest)
+    runs: list[str] = []
+    if "--runs" in rest:
+        i = rest.index("--runs")
+        runs, rest = rest[i + 1 :], rest[:i]
+    cfg = load_config(rest)
+    if command == "config":
+        print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        return 0
+    if command == "report":
+        return _report(cfg, runs)
+    stages = STAGES if command == "pipeline" else (command,)
+    return _run_stages(cfg, stages)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

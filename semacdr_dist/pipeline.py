@@ -1,0 +1,123 @@
+"""The pipeline: prepare → semantics → train → evaluate over one run directory.
+
+Each stage is a plain function ``run_<stage>(cfg, run, ...)`` in its package;
+this module only orders them, times them and writes the summary. A stage whose
+package is not built yet is reported as such instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from semacdr_dist.config import Config
+from semacdr_dist.rundir import RunDir
+from semacdr_dist.runtime import ray_session
+
+log = logging.getLogger(__name__)
+
+STAGES = ("prepare", "semantics", "train", "evaluate")
+STAGE_FUNCTIONS = {
+    "prepare": "semacdr_dist.data.prepare:run_prepare",
+    "semantics": "semacdr_dist.semantics.stage:run_semantics",
+    "train": "semacdr_dist.train.stage:run_train",
+    "evaluate": "semacdr_dist.evaluate.stage:run_evaluate",
+}
+# Models whose item tower reads the semantic features (the others need no LLM stage).
+FEATURE_MODELS = {"semacdr", "sasrec_text", "llm4cdsr"}
+SUMMARY_METRICS = ("ndcg@10", "hr@10", "mrr@10")
+
+
+class StageNotBuilt(RuntimeError):
+    """The stage's module does not exist in this checkout yet."""
+
+
+def stage_function(stage: str) -> Callable[..., dict]:
+    module, name = STAGE_FUNCTIONS[stage].split(":")
+    if importlib.util.find_spec(module) is None:
+        raise StageNotBuilt(f"stage '{stage}' is not built yet ({module} is missing)")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass
+class PipelineResult:
+    run_dir: str
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def models_to_run(cfg: Config) -> list[str]:
+    names = [cfg.model.name] + [b for b in cfg.baselines if b != cfg.model.name]
+    return list(dict.fromkeys(names))
+
+
+def save_config(cfg: Config, run: RunDir) -> None:
+    run.write_bytes("config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)).encode())
+
+
+def run_pipeline(cfg: Config, stages: tuple[str, ...] = STAGES, models: list[str] | None = None) -> PipelineResult:
+    """Run the given stages in order (each skips what is already finished unless `cfg.force`)."""
+    run = RunDir(cfg.run_dir)
+    save_config(cfg, run)
+    result = PipelineResult(run_dir=run.uri)
+    models = models or models_to_run(cfg)
+    with ray_session(cfg.ray):
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            if stage == "semantics" and not FEATURE_MODELS.intersection(models):
+                result.skipped[stage] = "no model needs semantic features"
+                continue
+            try:
+                fn = stage_function(stage)
+            except StageNotBuilt as err:
+                result.skipped[stage] = str(err)
+                log.warning("%s", err)
+                continue
+            targets = models if stage in ("train", "evaluate") else [None]
+            for model in targets:
+                key = f"{stage}/{model}" if model else stage
+                t0 = time.perf_counter()
+                log.info("stage %s: start", key)
+                out = fn(cfg, run, model) if model else fn(cfg, run)
+                result.timings[key] = time.perf_counter() - t0
+                result.outputs[key] = out
+                log.info("stage %s: done in %.1fs", key, result.timings[key])
+    result.metrics = collect_metrics(run, models)
+    run.write_json("pipeline.json", {"timings": result.timings, "skipped": result.skipped, "metrics": result.metrics})
+    return result
+
+
+def collect_metrics(run: RunDir, models: list[str], split: str = "test") -> dict[str, dict[str, float]]:
+    """The headline metrics of each evaluated model (eval/<model>/metrics.json)."""
+    table: dict[str, dict[str, float]] = {}
+    for m in models:
+        if not run.exists("eval", m, "metrics.json"):
+            continue
+        metrics = run.read_json(f"eval/{m}/metrics.json")
+        flat = metrics.get("metrics", metrics)
+        table[m] = {k: v for k, v in flat.items() if isinstance(v, int | float) and k.startswith(f"{split}/")}
+    return table
+
+
+def summary_table(result: PipelineResult, split: str = "test") -> str:
+    """Markdown: stage timings, then models × headline metrics (overall and cold-start)."""
+    lines = ["| stage | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in result.timings.items()]
+    lines += [f"| {k} | skipped: {v} |" for k, v in result.skipped.items()]
+    if result.metrics:
+        cols = [f"{split}/{m}" for m in SUMMARY_METRICS] + [f"{split}/cold/{m}" for m in SUMMARY_METRICS[:1]]
+        lines += ["", "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for model, row in result.metrics.items():
+            cells = [f"{row[c]:.4f}" if c in row else "–" for c in cols]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
