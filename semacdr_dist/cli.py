@@ -47,8 +47,8 @@ def _print_summary(result: PipelineResult, wall_s: float, peak_gib: float) -> No
     print(summary_table(result))
     print()
     print(f"run directory: {result.run_dir}")
-    if result.metrics:
-        print(f"report: {result.run_dir}/report.md")
+    if result.report:
+        print(f"report: {result.report}")
     print(f"wall time: {wall_s:.1f}s, peak RSS (process tree): {peak_gib:.2f} GiB")
 
 

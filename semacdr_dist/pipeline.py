@@ -53,6 +53,7 @@ class PipelineResult:
     skipped: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    report: str | None = None
 
 
 def models_to_run(cfg: Config) -> list[str]:
@@ -93,6 +94,11 @@ def run_pipeline(cfg: Config, stages: tuple[str, ...] = STAGES, models: list[str
                 result.outputs[key] = out
                 log.info("stage %s: done in %.1fs", key, result.timings[key])
     result.metrics = collect_metrics(run, models)
+    if result.metrics:
+        from semacdr_dist.evaluate.report import compare
+
+        compare([run.uri], run.uri)  # compare.md + NDCG@K and cold/warm plots, every model side by side
+        result.report = run.uri_of("compare.md")
     run.write_json("pipeline.json", {"timings": result.timings, "skipped": result.skipped, "metrics": result.metrics})
     return result
 
