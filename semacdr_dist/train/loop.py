@@ -19,6 +19,7 @@ import contextlib
 import logging
 import math
 import os
+import resource
 import signal
 import tempfile
 import time
@@ -117,7 +118,7 @@ def train_loop_per_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     run = RunDir(config["run_uri"])
-    model_name = config["model_name"]
+    run_name = config["run_name"]  # train/<run_name>/ holds metrics.jsonl (the model's name by default)
     torch.manual_seed(config["seed"] + rank)
     np.random.seed(config["seed"] + rank)
 
@@ -134,18 +135,24 @@ def train_loop_per_worker(config: dict) -> None:
     device = engine.device
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and config.get("resume_from"):
+        checkpoint = ray.train.Checkpoint(config["resume_from"])
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             _, client = engine.load_checkpoint(d, tag=DS_TAG)
         state.update({k: client[k] for k in state if k in client})
         log.info("rank %d: resumed from %s at epoch %d", rank, checkpoint.path, state["epoch"])
 
+    start_epoch = state["epoch"]  # > 0 after a restart: recorded so resumption is visible
     valid_batches, valid_weights = _valid_batches(config, catalog.domains, rank, world, device)
     shard = ray.train.get_dataset_shard("train")
     collate = SequenceCollate(config["max_len"], catalog.domains, device)
     monitor = tcfg.monitor
     while state["epoch"] < tcfg.epochs and not state["stopped"]:
         epoch = state["epoch"]
+        # Seeded per epoch (not once per process) so a resumed epoch draws the same dropout
+        # masks as an uninterrupted run: resume reproduces parameters exactly.
+        torch.manual_seed(config["seed"] + 1000 * epoch + rank)
         engine.train()
         t0 = time.perf_counter()
         loss_sum, rows, steps = 0.0, 0, 0
@@ -162,13 +169,16 @@ def train_loop_per_worker(config: dict) -> None:
             rows += len(batch["target"])
             steps += 1
             if rank == tcfg.fail_rank and epoch == tcfg.fail_at_epoch and steps == 1:
-                marker = f"train/{model_name}/_fault_injected_rank{rank}"
+                marker = f"train/{run_name}/_fault_injected_rank{rank}.json"
                 if not run.exists(marker):
                     run.write_json(marker, {"epoch": epoch, "pid": os.getpid()})
                     log.warning("rank %d: fault injection: SIGKILL to own pid %d", rank, os.getpid())
                     os.kill(os.getpid(), signal.SIGKILL)
         train_s = time.perf_counter() - t0
         totals = _all_reduce(torch.tensor([loss_sum, rows, train_s], dtype=torch.float64), device)
+        rss = torch.zeros(world, dtype=torch.float64)
+        rss[rank] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+        rss = _all_reduce(rss, device)
         metrics: dict[str, Any] = {
             "epoch": epoch,
             "train/loss": totals[0].item() / max(totals[1].item(), 1.0),
@@ -177,6 +187,8 @@ def train_loop_per_worker(config: dict) -> None:
             "train/seq_per_s": totals[1].item() / max(totals[2].item() / world, 1e-9),
             "lr": float(engine.get_lr()[0]),
             "global_step": int(engine.global_steps),
+            "start_epoch": start_epoch,
+            "worker/peak_rss_mb": [round(float(x), 1) for x in rss],
         }
         last = epoch + 1 >= tcfg.epochs
         if (epoch + 1) % tcfg.valid_every == 0 or last:
@@ -201,10 +213,10 @@ def train_loop_per_worker(config: dict) -> None:
         metrics["stopped"] = state["stopped"]
         _report(engine, model, metrics, state, tcfg.zero_stage, rank)
         if rank == 0:
-            append_metrics(run, model_name, metrics)
-            log.info("%s epoch %d: %s", model_name, epoch, _fmt(metrics))
+            append_metrics(run, run_name, metrics)
+            log.info("%s epoch %d: %s", run_name, epoch, _fmt(metrics))
     if state["stopped"] and rank == 0:
-        log.info("%s: early stop after epoch %d (best %s=%.4f at epoch %d)", model_name,
+        log.info("%s: early stop after epoch %d (best %s=%.4f at epoch %d)", run_name,
                  state["epoch"] - 1, monitor, state["best"], state["best_epoch"])
 
 

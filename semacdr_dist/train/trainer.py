@@ -43,14 +43,15 @@ def backend_of(tcfg: TrainConfig) -> str:
 
 
 def loop_config(
-    run: RunDir, model_cfg: Any, tcfg: TrainConfig, n_train: int, seed: int, build_model: str | None = None
+    run: RunDir, model_cfg: Any, tcfg: TrainConfig, n_train: int, seed: int, build_model: str | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """Everything `train_loop_per_worker` reads, including the rendered DeepSpeed dict."""
     validate_train_config(tcfg)
     steps = total_optimizer_steps(tcfg, n_train, tcfg.num_workers)
     config = {
         "run_uri": run.uri,
-        "model_name": model_cfg.name,
+        "run_name": name or model_cfg.name,
         "model": model_cfg,
         "train": tcfg,
         "deepspeed": render_deepspeed_config(tcfg, tcfg.num_workers, steps),
@@ -64,17 +65,25 @@ def loop_config(
 
 
 def build_trainer(
-    run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0, build_model: str | None = None, name: str | None = None
+    run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0, build_model: str | None = None,
+    name: str | None = None, resume_from=None,
 ):
-    """A TorchTrainer for `model_cfg` on the run's train split (not started)."""
+    """A TorchTrainer for `model_cfg` on the run's train split (not started).
+
+    `name` (default: the model's name) names the Ray Train run under `checkpoints/`
+    and the `train/<name>/` directory; `resume_from` (a Checkpoint or a local checkpoint
+    path) starts a new run from another run's checkpoint (warm start).
+    """
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
     check_features(run, model_cfg)
     dataset = train_dataset(run)
     n_train = dataset.count()
-    config = loop_config(run, model_cfg, tcfg, n_train, seed, build_model)
     name = name or model_cfg.name
+    config = loop_config(run, model_cfg, tcfg, n_train, seed, build_model, name)
+    if resume_from is not None:  # Train V2: the loop loads it when the run has no checkpoint yet
+        config["resume_from"] = resume_from if isinstance(resume_from, str) else resume_from.path
     run.write_json(f"train/{name}/deepspeed.json", config["deepspeed"])
     log.info("train %s: %d train sequences, %d workers, backend %s, ZeRO-%d, %s", name, n_train,
              tcfg.num_workers, backend_of(tcfg), tcfg.zero_stage, tcfg.precision)

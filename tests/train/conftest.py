@@ -70,3 +70,9 @@ def make_tiny_run(root, n_items_per_domain: int = 60, n_users: int = 240, seq_le
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory):
     return make_tiny_run(tmp_path_factory.mktemp("tiny-run"))
+
+
+@pytest.fixture(scope="session")
+def make_run():
+    """The `make_tiny_run` factory, for tests that need their own run directory."""
+    return make_tiny_run
