@@ -1,0 +1,238 @@
+"""The prepare stage: raw data → `items/`, `interactions/`, `sequences/{train,valid,test}/`,
+`rejected/` and `stats.json` in the run directory.
+
+1. *Stage* (driver, :mod:`staging`): the reader's chunks stream through, are
+   checked row by row and land as parquet shards under `_staging/`; items get
+   dense global ids, domain-major in `domains` order.
+2. *Map* (Ray Data over the staged shards): dense item ids, domain index, user
+   hash partition; rows naming an unknown item are flagged.
+3. *Optional k-core* (Ray Data aggregates).
+4. *Per-user pass* (one ``groupby(partition).map_groups``): every partition
+   holds all rows of its users; it drops repeated (user, item, timestamp) rows,
+   builds train/valid/test examples with the vectorised kernels of
+   :mod:`sequences` and writes its own `interactions/part-P` and
+   `sequences/<split>/part-P` shards; it returns only statistics and bad rows.
+
+Bad rows stop the stage with a :class:`DataValidationError` naming file, row and
+rule, or (``data.on_bad_rows=reject``) go to `rejected/` and into the stats.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from semacdr_dist.data.config import DataConfig
+from semacdr_dist.data.readers.base import ROW_COL, RULE_DUPLICATE
+from semacdr_dist.data.schemas import INTERACTIONS, REJECTED, SEQUENCES, SPLITS, DataValidationError
+from semacdr_dist.data.sequences import (
+    SRC_COL,
+    build_examples,
+    merge_stats,
+    partial_stats,
+    rejected_from,
+    split_duplicates,
+)
+from semacdr_dist.data.staging import (
+    BAD_COL,
+    PART_COL,
+    ItemIndex,
+    Rejects,
+    build_stats,
+    dense_items,
+    domain_file,
+    map_ids,
+    resolve,
+    shipped_split,
+    stage,
+)
+from semacdr_dist.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+STAGE = "prepare"
+OUTPUTS = ("items", "interactions", "sequences", "rejected", "_staging", "stats.json")
+STATS_FILE = "__stats__"  # marks the statistics row among a partition's returned rows
+
+
+def process_partition(
+    group: pa.Table,
+    *,
+    run_uri: str,
+    domains: list[str],
+    files: list[str],
+    max_history: int,
+    train_examples: str,
+    train_last_n: int,
+    leave_one_out: bool,
+) -> pa.Table:
+    """All interactions of one user partition → its interactions/sequences shards.
+
+    Returns REJECTED rows: the repeated (user, item, timestamp) rows, plus one
+    row (file = ``__stats__``) whose record holds the partition's statistics.
+    """
+    run = RunDir(run_uri)
+    part = int(group.column(PART_COL)[0].as_py()) if group.num_rows else 0
+    clean, dup = split_duplicates(group)
+    run.write_table(f"interactions/part-{part:05d}.parquet", clean.select(INTERACTIONS.names).cast(INTERACTIONS))
+    examples = build_examples(
+        clean,
+        domains,
+        max_history=max_history,
+        train_examples=train_examples,
+        train_last_n=train_last_n,
+        leave_one_out=leave_one_out,
+    )
+    split_col = examples.column("split")
+    for split in SPLITS:
+        rows = examples.filter(pc.equal(split_col, split)).select(SEQUENCES.names).cast(SEQUENCES)
+        run.write_table(f"sequences/{split}/part-{part:05d}.parquet", rows)
+    stats = pa.table(
+        {"file": [STATS_FILE], "row": [part], "rule": [""], "record": [json.dumps(partial_stats(examples, domains))]},
+        schema=REJECTED,
+    )
+    return pa.concat_tables([rejected_from(dup, files, RULE_DUPLICATE), stats])
+
+
+def _keep_rows(batch: pa.Table, bad: bool) -> pa.Table:
+    mask = pc.is_valid(batch.column(BAD_COL))
+    return batch.filter(mask if bad else pc.invert(mask))
+
+
+def _to_rejected(batch: pa.Table, files: list[str]) -> pa.Table:
+    return rejected_from(batch, files, batch.column(BAD_COL).to_pylist())
+
+
+def _drop_ids(batch: pa.Table, users, items) -> pa.Table:
+    users, items = resolve(users), resolve(items)
+    keep = pc.and_(
+        pc.invert(pc.is_in(batch.column("user_id"), value_set=users)),
+        pc.invert(pc.is_in(batch.column("item_id"), value_set=items)),
+    )
+    return batch.filter(keep)
+
+
+def _remap_ids(batch: pa.Table, new_of_old) -> pa.Table:
+    new_of_old = resolve(new_of_old)
+    idx = batch.schema.get_field_index("item_id")
+    return batch.set_column(idx, "item_id", pa.array(new_of_old[batch.column("item_id").to_numpy()], pa.int64()))
+
+
+def k_core(ds, k: int, max_rounds: int = 100):
+    """Drop users and items with < k interactions until none is left; returns (ds, rounds)."""
+    import ray
+
+    for rounds in range(1, max_rounds + 1):
+        users = np.array([r["user_id"] for r in ds.groupby("user_id").count().filter(expr=f"`count()` < {k}").take_all()], dtype=np.int64)
+        items = np.array([r["item_id"] for r in ds.groupby("item_id").count().filter(expr=f"`count()` < {k}").take_all()], dtype=np.int64)
+        if len(users) == 0 and len(items) == 0:
+            return ds, rounds
+        refs = {"users": ray.put(pa.array(users, pa.int64())), "items": ray.put(pa.array(items, pa.int64()))}
+        ds = ds.map_batches(_drop_ids, batch_format="pyarrow", fn_kwargs=refs).materialize()
+    raise RuntimeError(f"k-core did not converge in {max_rounds} rounds")
+
+
+def _reject_flagged(flagged, run: RunDir, rejects: Rejects, files: list[str]) -> None:
+    """Unknown-item rows of the mapped dataset → error or `rejected/`."""
+    from ray.data.datasource import FilenameProvider
+
+    bad = flagged.map_batches(_keep_rows, batch_format="pyarrow", fn_kwargs={"bad": True}).materialize()
+    if bad.count() == 0:
+        return
+    rows = pa.Table.from_pylist(bad.take(1000)).sort_by([(SRC_COL, "ascending"), (ROW_COL, "ascending")])
+    if rejects.mode == "error":
+        rejects.add(rejected_from(rows.slice(0, 1), files, rows.column(BAD_COL)[0].as_py()))
+
+    class _Names(FilenameProvider):
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            return f"unknown_item-{task_index:05d}-{write_uuid}.parquet"
+
+    rej = bad.map_batches(_to_rejected, batch_format="pyarrow", fn_kwargs={"files": files}).materialize()
+    rej.write_parquet(run.uri_of("rejected"), filesystem=run.fs, filename_provider=_Names())
+    for row in rej.groupby("rule").count().take_all():
+        rejects.by_rule[row["rule"]] = rejects.by_rule.get(row["rule"], 0) + int(row["count()"])
+
+
+def run_prepare(cfg, run: RunDir) -> dict:
+    """Run the prepare stage (Ray session opened by the caller); returns stats.json's content.
+
+    A finished stage (``prepare/_SUCCESS.json``) is skipped unless ``cfg.force``.
+    """
+    import ray
+
+    data: DataConfig = cfg.data
+    if run.is_done(STAGE) and not cfg.force:
+        log.info("prepare: finished output in %s, skipping (force=true redoes it)", run.uri)
+        return run.read_json("stats.json")
+    t0 = time.perf_counter()
+    for out in OUTPUTS:
+        run.delete(out)
+    run.clear_done(STAGE)
+    rejects = Rejects(run, data.on_bad_rows)
+    staged = stage(data, cfg.seed, run, rejects)
+    domains = staged.domains
+    items, index = dense_items(staged.items, domains)
+    t_stage = time.perf_counter() - t0
+    n_parts = data.num_partitions or max(4, -(-staged.n_interactions // 200_000))
+
+    ds = ray.data.read_parquet(run.uri_of("_staging/interactions"), filesystem=run.fs)
+    flagged = ds.map_batches(
+        map_ids, batch_format="pyarrow", fn_kwargs={"index": ray.put(index), "domains": domains, "n_parts": n_parts}
+    ).materialize()
+    _reject_flagged(flagged, run, rejects, staged.files)
+    good = flagged.map_batches(_keep_rows, batch_format="pyarrow", fn_kwargs={"bad": False})
+
+    kcore_info: dict = {}
+    if data.k_core > 0:
+        # Counts include rows that the per-user pass later finds repeated (reject mode only).
+        good = good.materialize()
+        before = good.count()
+        good, rounds = k_core(good, data.k_core)
+        kept = np.unique(np.concatenate([np.zeros(0, np.int64)] + [b["item_id"] for b in good.select_columns(["item_id"]).iter_batches(batch_format="numpy")]))
+        new_of_old = np.full(items.num_rows, -1, dtype=np.int64)
+        new_of_old[kept] = np.arange(len(kept))
+        items = items.take(pa.array(kept)).set_column(0, "item_id", pa.array(np.arange(len(kept)), pa.int64()))
+        good = good.map_batches(_remap_ids, batch_format="pyarrow", fn_kwargs={"new_of_old": ray.put(new_of_old)})
+        index = ItemIndex(index.sorted_raw, new_of_old[index.dense_of_sorted], index.domain_of_dense[kept])
+        kcore_info = {"k": data.k_core, "rounds": rounds, "interactions_removed": before - good.count(), "items_kept": len(kept)}
+
+    run.write_table("items/part-00000.parquet", items)
+    out = good.groupby(PART_COL, num_partitions=n_parts).map_groups(
+        process_partition,
+        batch_format="pyarrow",
+        fn_kwargs={
+            "run_uri": run.uri,
+            "domains": domains,
+            "files": staged.files,
+            "max_history": data.max_history,
+            "train_examples": data.train_examples,
+            "train_last_n": data.train_last_n,
+            "leave_one_out": not staged.shipped,
+        },
+    )
+    returned = pa.Table.from_pylist(out.take_all(), schema=REJECTED)
+    is_stats = pc.equal(returned.column("file"), STATS_FILE)
+    parts = [json.loads(r) for r in returned.filter(is_stats).column("record").to_pylist()]
+    dups = returned.filter(pc.invert(is_stats)).sort_by([("file", "ascending"), ("row", "ascending")])
+    rejects.add(dups, "duplicate")
+
+    for split, tables in staged.shipped.items():
+        table = shipped_split(pa.concat_tables(tables), index, domains, data.max_history, staged.shipped_files[split], rejects)
+        run.write_table(f"sequences/{split}/shipped-00000.parquet", table)
+        parts.append(partial_stats(table, domains))
+    totals = merge_stats(parts, len(domains))
+    for d, n in zip(domains, totals["interactions_per_domain"], strict=True):
+        if n == 0:
+            raise DataValidationError(domain_file(data, d, "reviews"), None, f"domain '{d}' is empty (no valid interactions)")
+    stats = build_stats(data, domains, items, totals, rejects, kcore_info, shipped=bool(staged.shipped))
+    stats["seconds"] = {"stage": round(t_stage, 2), "total": round(time.perf_counter() - t0, 2)}
+    run.delete("_staging")
+    run.write_json("stats.json", stats)
+    run.mark_done(STAGE, {"rows": staged.n_interactions, "seconds": stats["seconds"]})
+    log.info("prepare: %s", {k: stats[k] for k in ("n_items", "n_interactions", "examples", "rejected")})
+    return stats

@@ -1,0 +1,308 @@
+"""The driver side of prepare: streaming a reader into staged shards, the item
+table and its dense ids, where bad rows go, and splits that ship with the data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from semacdr_dist.data.config import DataConfig
+from semacdr_dist.data.readers.base import (
+    ROW_COL,
+    RULE_DUPLICATE_ITEM,
+    RULE_UNKNOWN_ITEM,
+    Chunk,
+    check_items,
+    check_timestamps,
+    rejected_rows,
+)
+from semacdr_dist.data.schemas import (
+    INTERACTIONS,
+    ITEMS,
+    REJECTED,
+    SEQUENCES,
+    SPLITS,
+    DataValidationError,
+    validate_table,
+)
+from semacdr_dist.data.sequences import DOM_COL, SRC_COL, quantiles_from_hist
+from semacdr_dist.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+PART_COL = "_part"  # user hash partition
+BAD_COL = "_bad"  # rule broken by an interaction row (null = fine)
+
+
+# ----------------------------------------------------------------------------- sources
+def open_source(data: DataConfig, seed: int) -> tuple[list[str], Iterator[Chunk]]:
+    """(declared domain order, reader chunks) of the configured source."""
+    if data.source == "synthetic":
+        from semacdr_dist.data.synthetic import iter_synthetic, layout
+
+        syn_seed = seed if data.synthetic.seed is None else data.synthetic.seed
+        return layout(data.synthetic).domains, iter_synthetic(data.synthetic, syn_seed)
+    if data.source == "llmcdsr":
+        from semacdr_dist.data.readers.llmcdsr import iter_llmcdsr
+
+        if not data.path:
+            raise ValueError("data.source=llmcdsr needs data.path (the folder holding items.tsv)")
+        return [], iter_llmcdsr(data.path, data.chunk_rows)
+    if data.source in ("amazon2018", "amazon2023"):
+        from semacdr_dist.data.readers.amazon import iter_amazon
+
+        if not data.domains:
+            raise ValueError(f"data.source={data.source} needs data.domains (name, reviews, metadata)")
+        return [d.name for d in data.domains], iter_amazon(data.domains, data.source[-4:], data.chunk_rows)
+    if data.source == "tabular":
+        from semacdr_dist.data.readers.tabular import iter_tabular, tabular_paths
+
+        items_path, inter_path = tabular_paths(data)
+        return [], iter_tabular(items_path, inter_path, data.chunk_rows)
+    raise ValueError(f"unknown data.source {data.source!r}: synthetic | llmcdsr | amazon2018 | amazon2023 | tabular")
+
+
+# ----------------------------------------------------------------------------- rejects
+@dataclass
+class Rejects:
+    """Where bad rows go: an error (mode=error) or `rejected/` shards (mode=reject)."""
+
+    run: RunDir
+    mode: str
+    by_rule: dict[str, int] = field(default_factory=dict)
+    shards: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("error", "reject"):
+            raise ValueError(f"data.on_bad_rows must be 'error' or 'reject', got {self.mode!r}")
+
+    def add(self, table: pa.Table | None, name: str = "reader") -> None:
+        if table is None or table.num_rows == 0:
+            return
+        if self.mode == "error":
+            first = table.slice(0, 1).to_pylist()[0]
+            raise DataValidationError(first["file"], first["row"], first["rule"], (first["record"] or "")[:300])
+        self.run.write_table(f"rejected/{name}-{self.shards:05d}.parquet", table.cast(REJECTED))
+        self.shards += 1
+        for rule, n in zip(*np.unique(table.column("rule").to_numpy(zero_copy_only=False), return_counts=True), strict=True):
+            self.by_rule[str(rule)] = self.by_rule.get(str(rule), 0) + int(n)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_rule.values())
+
+
+# ----------------------------------------------------------------------------- staging
+@dataclass
+class Staged:
+    domains: list[str]
+    items: pa.Table  # ITEMS with reader ids, first occurrence of each id
+    files: list[str]  # interaction source files (index = `_src`)
+    n_interactions: int
+    shipped: dict[str, list[pa.Table]]  # split -> SEQUENCES with reader ids (data with its own split)
+    shipped_files: dict[str, str]
+
+
+def stage(data: DataConfig, seed: int, run: RunDir, rejects: Rejects) -> Staged:
+    """Stream the reader's chunks into `_staging/interactions/` shards; keep items and shipped splits."""
+    declared, chunks = open_source(data, seed)
+    item_parts: list[pa.Table] = []
+    item_files: list[str] = []
+    files: list[str] = []
+    shipped: dict[str, list[pa.Table]] = {}
+    shipped_files: dict[str, str] = {}
+    n_inter = n_shards = 0
+    for ch in chunks:
+        rejects.add(ch.rejected)
+        if ch.kind == "items":
+            require_columns(ch.table, ITEMS, ch.file)
+            good, rej = check_items(ch.table, ch.file)
+            rejects.add(rej)
+            good = validate_table(good, ITEMS, ch.file).append_column(ROW_COL, good.column(ROW_COL))
+            item_parts.append(good.append_column("_file", pa.array(np.full(good.num_rows, len(item_files), np.int32))))
+            item_files.append(ch.file)
+        elif ch.kind == "interactions":
+            if ch.table.num_rows == 0:
+                continue
+            require_columns(ch.table, INTERACTIONS, ch.file)
+            if ch.file not in files:
+                files.append(ch.file)
+            good, rej = check_timestamps(ch.table, ch.file)
+            rejects.add(rej)
+            good = validate_table(good, INTERACTIONS, ch.file).append_column(ROW_COL, good.column(ROW_COL))
+            good = good.append_column(SRC_COL, pa.array(np.full(good.num_rows, files.index(ch.file), np.int32)))
+            run.write_table(f"_staging/interactions/part-{n_shards:05d}.parquet", good)
+            n_shards += 1
+            n_inter += good.num_rows
+        elif ch.kind == "sequences":
+            table = validate_table(ch.table, SEQUENCES, ch.file)
+            for split in SPLITS:
+                part = table.filter(pc.equal(table.column("split"), split))
+                if part.num_rows:
+                    shipped.setdefault(split, []).append(part)
+                    shipped_files[split] = ch.file
+        else:
+            raise ValueError(f"reader yielded an unknown chunk kind {ch.kind!r}")
+    items = pa.concat_tables(item_parts) if item_parts else ITEMS.empty_table()
+    items = _unique_items(items, item_files, rejects)
+    domains = list(dict.fromkeys(list(declared) + items.column("domain").to_pylist()))
+    for d in declared:
+        if not pc.any(pc.equal(items.column("domain"), d)).as_py():
+            raise DataValidationError(domain_file(data, d, "metadata"), None, f"domain '{d}' is empty (no valid items)")
+    if n_inter == 0:
+        raise DataValidationError(data.path or data.source, None, "no valid interactions")
+    return Staged(domains, items, files, n_inter, shipped, shipped_files)
+
+
+def require_columns(table: pa.Table, schema: pa.Schema, file: str) -> None:
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise DataValidationError(file, None, f"missing column(s) {missing}", f"has {table.column_names}")
+
+
+def _unique_items(items: pa.Table, item_files: list[str], rejects: Rejects) -> pa.Table:
+    """First occurrence of each item id; repeats are bad rows."""
+    if items.num_rows == 0:
+        return ITEMS.empty_table()
+    ids = items.column("item_id").to_numpy()
+    _, first = np.unique(ids, return_index=True)
+    keep = np.zeros(len(ids), dtype=bool)
+    keep[first] = True
+    if not keep.all():
+        bad = items.filter(pa.array(~keep))
+        records = bad.select(["item_id", "domain", "raw_id", "title"]).to_pylist()
+        for f in np.unique(bad.column("_file").to_numpy()):
+            sel = np.flatnonzero(bad.column("_file").to_numpy() == f)
+            rejects.add(
+                rejected_rows(item_files[f], bad.column(ROW_COL).to_numpy()[sel], [RULE_DUPLICATE_ITEM] * len(sel), [records[k] for k in sel])
+            )
+    return items.filter(pa.array(keep)).select(ITEMS.names).cast(ITEMS)
+
+
+def domain_file(data: DataConfig, domain: str, kind: str) -> str:
+    for d in data.domains:
+        if d.name == domain:
+            return d.metadata if kind == "metadata" else d.reviews
+    return f"{data.source}:{domain}"
+
+
+# ----------------------------------------------------------------------------- dense ids
+@dataclass
+class ItemIndex:
+    """Reader id → dense id (domain-major), and each dense id's domain index."""
+
+    sorted_raw: np.ndarray
+    dense_of_sorted: np.ndarray
+    domain_of_dense: np.ndarray  # int8
+
+    def lookup(self, raw: np.ndarray) -> np.ndarray:
+        """Dense ids of reader ids; -1 where unknown."""
+        if len(self.sorted_raw) == 0:
+            return np.full(len(raw), -1, dtype=np.int64)
+        pos = np.clip(np.searchsorted(self.sorted_raw, raw), 0, len(self.sorted_raw) - 1)
+        return np.where(self.sorted_raw[pos] == raw, self.dense_of_sorted[pos], -1)
+
+
+def dense_items(items: pa.Table, domains: list[str]) -> tuple[pa.Table, ItemIndex]:
+    """Items renumbered 0..N-1 by (domain order, reader id), and the id mapping."""
+    dom_idx = np.array([domains.index(d) for d in items.column("domain").to_pylist()], dtype=np.int64)
+    raw = items.column("item_id").to_numpy()
+    order = np.lexsort((raw, dom_idx))
+    dense = items.take(pa.array(order)).set_column(0, "item_id", pa.array(np.arange(len(order)), pa.int64()))
+    by_raw = np.argsort(raw[order], kind="stable")
+    index = ItemIndex(raw[order][by_raw], by_raw.astype(np.int64), dom_idx[order].astype(np.int8))
+    return dense.cast(ITEMS), index
+
+
+def resolve(value):
+    """Ray Data passes ObjectRefs in fn_kwargs through unresolved; fetch once per worker."""
+    import ray
+
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
+
+
+def map_ids(batch: pa.Table, index, domains: list[str], n_parts: int) -> pa.Table:
+    """Dense item ids, domain from the item, user hash partition; unknown ids flagged."""
+    index = resolve(index)
+    dense = index.lookup(batch.column("item_id").to_numpy())
+    known = dense >= 0
+    dom = np.where(known, index.domain_of_dense[np.where(known, dense, 0)], 0).astype(np.int8)
+    user = batch.column("user_id").to_numpy()
+    names = np.array(domains, dtype=object)
+    return pa.table(
+        {
+            "user_id": user,
+            "item_id": dense,
+            "domain": pa.array(names[dom].tolist(), pa.string()),
+            DOM_COL: dom,
+            "timestamp": batch.column("timestamp"),
+            SRC_COL: batch.column(SRC_COL),
+            ROW_COL: batch.column(ROW_COL),
+            PART_COL: ((user.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) % np.uint64(n_parts),
+            BAD_COL: pa.array(np.where(known, None, RULE_UNKNOWN_ITEM).tolist(), pa.string()),
+        }
+    )
+
+
+def shipped_split(table: pa.Table, index: ItemIndex, domains: list[str], max_history: int, file: str, rejects: Rejects) -> pa.Table:
+    """A split that came with the data: reader ids → dense ids, history truncated."""
+    hist = table.column("history").combine_chunks()
+    offsets = hist.offsets.to_numpy()
+    flat = index.lookup(hist.flatten().to_numpy())
+    target = index.lookup(table.column("target").to_numpy())
+    row = np.repeat(np.arange(table.num_rows), np.diff(offsets))
+    unknown = (target < 0) | (np.bincount(row[flat < 0], minlength=table.num_rows) > 0)
+    if unknown.any():
+        bad = np.flatnonzero(unknown)
+        rejects.add(rejected_rows(file, bad, [RULE_UNKNOWN_ITEM] * len(bad), table.take(pa.array(bad)).to_pylist()))
+    keep = np.flatnonzero(~unknown)
+    lens = np.diff(offsets)[keep]
+    hlen = np.minimum(lens, max_history) if max_history > 0 else lens
+    start = offsets[keep] + lens - hlen
+    new_off = np.concatenate([[0], np.cumsum(hlen)])
+    take = np.repeat(start - new_off[:-1], hlen) + np.arange(new_off[-1])
+    names = np.array(domains, dtype=object)
+    return pa.table(
+        {
+            "user_id": table.column("user_id").take(pa.array(keep)),
+            "split": table.column("split").take(pa.array(keep)),
+            "target_domain": pa.array(names[index.domain_of_dense[target[keep]]].tolist(), pa.string()),
+            "history": pa.ListArray.from_arrays(pa.array(new_off, pa.int32()), pa.array(flat[take], pa.int64())),
+            "history_domain": pa.ListArray.from_arrays(pa.array(new_off, pa.int32()), pa.array(index.domain_of_dense[flat[take]], pa.int8())),
+            "target": pa.array(target[keep], pa.int64()),
+        },
+        schema=SEQUENCES,
+    )
+
+
+def build_stats(data: DataConfig, domains: list[str], items: pa.Table, t: dict, rejects: Rejects, kcore: dict, shipped: bool) -> dict:
+    item_dom = items.column("domain").to_pylist()
+    test = t["test_per_domain"]
+    cold = t["cold_test_per_domain"]
+    return {
+        "source": data.source,
+        "domains": domains,
+        "n_items": items.num_rows,
+        "items_per_domain": {d: item_dom.count(d) for d in domains},
+        "n_users": t["users"],
+        "n_interactions": int(sum(t["interactions_per_domain"])),
+        "interactions_per_domain": dict(zip(domains, t["interactions_per_domain"], strict=True)),
+        "users_per_domain": dict(zip(domains, t["users_per_domain"], strict=True)),
+        "overlapping_users": t["overlapping_users"],
+        "history_length_quantiles": quantiles_from_hist(t["user_len_hist"]),
+        "examples": t["examples"],
+        "test_per_domain": dict(zip(domains, test, strict=True)),
+        # share of test examples whose history holds <= 1 item of the target's domain
+        "cold_start_share": {d: (c / n if n else 0.0) for d, n, c in zip(domains, test, cold, strict=True)},
+        "cold_start_share_all": (sum(cold) / sum(test)) if sum(test) else 0.0,
+        "split": "shipped" if shipped else "leave_one_out",
+        "max_history": data.max_history,
+        "k_core": kcore,
+        "rejected": {"total": rejects.total, "by_rule": rejects.by_rule},
+    }
