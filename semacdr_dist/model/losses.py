@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -33,7 +35,7 @@ def sampled_softmax_loss(
     """
     pos = (user * target_vec).sum(-1, keepdim=True)  # [B, 1]
     k = neg_ids.shape[0]
-    neg = user @ neg_vec.T - (neg_logq + torch.log(torch.tensor(float(k))))[None]  # [B, K]
+    neg = user @ neg_vec.T - (neg_logq + math.log(k))[None]  # [B, K]
     drop = neg_ids[None] == target[:, None]
     if neg_allowed is not None:
         drop = drop | ~neg_allowed

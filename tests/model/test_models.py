@@ -1,0 +1,137 @@
+"""Every model through the shared API: shapes, the gate, training on tiny batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from model_testkit import make_batch, make_rows, small_cfg
+
+from semacdr_dist.data.batch import collate_rows
+from semacdr_dist.model import MODELS, build_model
+from semacdr_dist.model.config import ModelConfig
+
+TRAINED = ["semacdr", "sasrec", "sasrec_text", "llm4cdsr"]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_shapes_and_inner_product_scores(name, catalog, features):
+    model = build_model(small_cfg(name), catalog, features).eval()
+    batch = make_batch(catalog, 10)
+    if name == "pop":
+        model.fit([batch])
+    user, items = model.user_vectors(batch), model.item_vectors()
+    assert user.shape[0] == 10 and items.shape[0] == catalog.n_items and user.shape[1] == items.shape[1]
+    full = model.full_sort_predict(batch)
+    assert full.shape == (10, catalog.n_items) and torch.isfinite(full).all()
+    torch.testing.assert_close(full, user @ items.T)
+    some = torch.tensor([3, 70, 5, 119])
+    torch.testing.assert_close(model.predict(batch, some), full[:, some], rtol=1e-5, atol=1e-5)
+
+
+def test_semacdr_gate_with_an_empty_target_thread(catalog, features):
+    model = build_model(small_cfg("semacdr"), catalog, features).eval()
+    batch = make_batch(catalog, 8)
+    cold = torch.tensor([i % 4 == 3 for i in range(8)])  # rows with no target-domain history
+    _, extras = model.encode_user(batch)
+    w, lengths = extras["gate_weights"], extras["thread_lengths"]
+    assert torch.equal(lengths[:, 1] == 0, cold)
+    torch.testing.assert_close(w.sum(1), torch.ones(8))
+    assert (w[cold, 1] == 0).all()  # the empty target thread gets no weight
+    assert (w[cold][:, [0, 2]].sum(1) > 0.999).all()  # source + mixed carry the cold users
+    assert (w[~cold] > 0).all()
+    _, logs = model.calculate_loss(batch)
+    assert {"gate/source", "gate/target", "gate/mixed", "gate_cold/target", "loss/contrastive"} <= set(logs)
+    assert logs["gate_cold/target"] == 0.0
+    # A user with no history at all gets a finite vector (uniform weights over zero threads).
+    empty = {k: v.clone() for k, v in batch.items()}
+    empty["history"][0], empty["history_domain"][0] = -1, -1
+    assert torch.isfinite(model.user_vectors(empty)).all()
+
+
+def test_gate_depends_on_target_history_length(catalog, features):
+    """The adaptive gate sees how long the target thread is (a learned function of it)."""
+    model = build_model(small_cfg("semacdr"), catalog, features).eval()
+    vectors = torch.randn(1, 3, 32).repeat(2, 1, 1)
+    lengths = torch.tensor([[3, 1, 4], [3, 9, 12]])
+    _, w = model.gate(vectors, lengths)
+    assert not torch.allclose(w[0], w[1])
+    mean = build_model(small_cfg("semacdr", gate="mean"), catalog, features).eval()
+    _, w = mean.gate(vectors, torch.tensor([[3, 0, 3], [3, 1, 4]]))
+    torch.testing.assert_close(w, torch.tensor([[0.5, 0.0, 0.5], [1 / 3, 1 / 3, 1 / 3]]))
+
+
+def _train(model, batch, steps: int, lr: float = 1e-2) -> list[float]:
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss, _ = model.calculate_loss(batch)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled", "bce"])
+@pytest.mark.parametrize("name", TRAINED)
+def test_each_loss_decreases(name, loss, catalog, features):
+    torch.manual_seed(0)
+    model = build_model(small_cfg(name, loss=loss), catalog, features)
+    batch = make_batch(catalog, 32, seed=1)
+    losses = _train(model, batch, 25)
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_overfits_64_sequences(name, catalog, features):
+    torch.manual_seed(0)
+    model = build_model(small_cfg(name), catalog, features)
+    batch = make_batch(catalog, 64, seed=2)
+    _train(model, batch, 120)
+    model.eval()
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+    # Rank inside the target domain (the evaluation protocol of CDSR).
+    other = torch.from_numpy(catalog.item_domain).long()[None] != batch["target_domain"][:, None]
+    top1 = scores.masked_fill(other, float("-inf")).argmax(1)
+    hr1 = (top1 == batch["target"]).float().mean().item()
+    assert hr1 >= 0.95, hr1
+
+
+def test_missing_features_fail_with_a_clear_error(catalog):
+    with pytest.raises(ValueError, match="needs feature views"):
+        build_model(small_cfg("semacdr"), catalog, None)
+    with pytest.raises(ValueError, match="expected one of"):
+        ModelConfig(name="semacdr", fusion="mean")
+
+
+@pytest.mark.parametrize("fusion", ["sum", "concat", "attention"])
+def test_fusions_and_separate_encoders_train(fusion, catalog, features):
+    torch.manual_seed(0)
+    cfg = small_cfg("semacdr", fusion=fusion, share_thread_encoders=False, cross_domain_pairs=True,
+                    cross_domain_threshold=0.3)
+    model = build_model(cfg, catalog, features)
+    losses = _train(model, make_batch(catalog, 32, seed=3), 15)
+    assert losses[-1] < losses[0]
+
+
+def test_popularity_counts_train_targets_per_domain(catalog):
+    model = build_model(small_cfg("pop"), catalog, None)
+    assert not model.trainable
+    rows = make_rows(catalog, 40, seed=4)
+    model.fit([collate_rows(rows[:20], 12, catalog.domains), collate_rows(rows[20:], 12, catalog.domains)])
+    counts = np.bincount([r["target"] for r in rows], minlength=catalog.n_items)
+    batch = collate_rows(rows[:4], 12, catalog.domains)
+    scores = model.full_sort_predict(batch)
+    for i in range(4):
+        d = int(batch["target_domain"][i])
+        ids = catalog.domain_items(d)
+        # Target-domain items are ordered by count, and all score above every other domain.
+        s = scores[i, ids].numpy()
+        assert (np.diff(s[np.argsort(counts[ids], kind="stable")]) >= 0).all()
+        assert s.min() > scores[i, catalog.domain_items(1 - d)].max()
+    with pytest.raises(RuntimeError, match="fit"):
+        model.calculate_loss(batch)
