@@ -173,6 +173,8 @@ def summarize(
         base = f"{prefix}/{gname}" if gname else prefix
         r = ranks[mask]
         out[f"{base}/n"] = int(len(r))
+        if len(r) == 0:
+            continue  # no examples: no numbers (NaN would be invalid JSON)
         for name, v in rank_metrics(r, ks).items():
             out[f"{base}/{name}"] = v
         for name, (lo, hi) in bootstrap_ci(r, ks, bootstrap_samples, _group_seed(seed, base)).items():

@@ -235,8 +235,16 @@ class ShardedIndex:
         self.actors, self.bounds, self.dim, self.n_domains, self.cfg = actors, bounds, dim, n_domains, cfg
 
     @classmethod
-    def build(cls, item_vectors: Any, item_domain: np.ndarray, cfg: EvalConfig, n_domains: int | None = None) -> ShardedIndex:
-        """Start ``cfg.num_shards`` actors, each indexing one slice of ``item_vectors`` [N, D]."""
+    def build(
+        cls, item_vectors: Any, item_domain: np.ndarray, cfg: EvalConfig, n_domains: int | None = None,
+        in_process: bool = False,
+    ) -> ShardedIndex:
+        """Start ``cfg.num_shards`` actors, each indexing one slice of ``item_vectors`` [N, D].
+
+        ``in_process``: the same shards as plain objects in this process, searched one after
+        the other (no Ray): for callers that hold every CPU already, e.g. validation inside a
+        Ray Train worker, where shard actors could wait forever for resources.
+        """
         import ray
 
         validate_eval_config(cfg)
@@ -248,13 +256,19 @@ class ShardedIndex:
             raise ValueError("item_vectors hold NaN or inf: the export is broken")
         n_domains = int(n_domains if n_domains is not None else (item_domain.max() + 1 if len(item_domain) else 0))
         bounds = shard_bounds(len(vectors), cfg.num_shards)
+        group = cfg.candidates == "target_domain"
+        if in_process:
+            local = [_Local(ShardSearcher(vectors[a:b], a, item_domain[a:b], asdict(cfg), group, 0)) for a, b in bounds]
+            index = cls(local, bounds, vectors.shape[1], n_domains, cfg)
+            index._check_parts(len(vectors))
+            return index
         remote = ray.remote(ShardSearcher).options(
             num_cpus=cfg.shard_num_cpus, num_gpus=cfg.gpus_per_shard if cfg.use_gpu else 0
         )
         threads = max(1, int(cfg.shard_num_cpus))
         actors = [
             remote.remote(
-                ray.put(vectors[a:b]), a, item_domain[a:b], asdict(cfg), cfg.candidates == "target_domain", threads
+                ray.put(vectors[a:b]), a, item_domain[a:b], asdict(cfg), group, threads
             )
             for a, b in bounds
         ]
@@ -263,9 +277,7 @@ class ShardedIndex:
         return index
 
     def _check_parts(self, n_items: int) -> None:
-        import ray
-
-        infos = ray.get([a.info.remote() for a in self.actors])
+        infos = _get([a.info.remote() for a in self.actors])
         for info, (a, b) in zip(infos, self.bounds, strict=True):
             if info["dim"] != self.dim or info["metric"] != "inner_product":
                 raise ValueError(f"shard {a}:{b} has dim={info['dim']} metric={info['metric']}; expected dim={self.dim}, inner_product")
@@ -276,16 +288,12 @@ class ShardedIndex:
         self.shard_info = infos
 
     def info(self) -> list[dict[str, Any]]:
-        import ray
-
-        return ray.get([a.info.remote() for a in self.actors])
+        return _get([a.info.remote() for a in self.actors])
 
     def search(
         self, queries: Any, target_domain: np.ndarray | None, k: int, histories: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Corpus top-k (scores [nq, k] float32, global ids [nq, k] int64, -1 = no candidate)."""
-        import ray
-
         queries = _as_float32(queries)
         nq = len(queries)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
@@ -302,15 +310,16 @@ class ShardedIndex:
         out_s = np.empty((nq, k), dtype=np.float32)
         out_i = np.empty((nq, k), dtype=np.int64)
         bs = self.cfg.query_batch_size
+        local = bool(self.actors) and isinstance(self.actors[0], _Local)
         pending: list[tuple[int, int, list[Any]]] = []
 
         def drain_one() -> None:
             a, b, futures = pending.pop(0)
-            out_s[a:b], out_i[a:b] = merge_topk(ray.get(futures), k)
+            out_s[a:b], out_i[a:b] = merge_topk(_get(futures), k)
 
         for a in range(0, nq, bs):
             b = min(nq, a + bs)
-            args = [ray.put(queries[a:b]), ray.put(groups[a:b]), k, ray.put(hist[a:b])]
+            args = [_put(queries[a:b], local), _put(groups[a:b], local), k, _put(hist[a:b], local)]
             pending.append((a, b, [actor.search.remote(*args) for actor in self.actors]))
             if len(pending) >= self.cfg.max_inflight_batches:
                 drain_one()
@@ -319,10 +328,11 @@ class ShardedIndex:
         return out_s, out_i
 
     def close(self) -> None:
-        import ray
-
         for a in self.actors:
-            ray.kill(a)
+            if not isinstance(a, _Local):
+                import ray
+
+                ray.kill(a)
         self.actors = []
 
     def __enter__(self) -> ShardedIndex:
@@ -330,6 +340,45 @@ class ShardedIndex:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class _Result:
+    """A finished call of an in-process shard (stands where an ObjectRef would)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
+class _LocalMethod:
+    def __init__(self, fn: Any):
+        self.fn = fn
+
+    def remote(self, *args: Any) -> _Result:
+        return _Result(self.fn(*args))
+
+
+class _Local:
+    """An in-process shard with the actor call syntax: ``shard.search.remote(...)`` runs now."""
+
+    def __init__(self, searcher: ShardSearcher):
+        self.info = _LocalMethod(searcher.info)
+        self.search = _LocalMethod(searcher.search)
+
+
+def _get(futures: list[Any]) -> list[Any]:
+    if all(isinstance(f, _Result) for f in futures):
+        return [f.value for f in futures]
+    import ray
+
+    return ray.get(futures)
+
+
+def _put(x: Any, local: bool) -> Any:
+    if local:
+        return x
+    import ray
+
+    return ray.put(x)
 
 
 def _as_float32(x: Any) -> np.ndarray:

@@ -69,6 +69,7 @@ def evaluate_vectors(
     *,
     split: str = "test",
     index: ShardedIndex | None = None,
+    in_process: bool = False,
 ) -> dict[str, float]:
     """Metrics of one split from vectors: keys ``<split>[/<domain>|/cold|/warm|/sampled...]/<metric>@K``.
 
@@ -76,7 +77,8 @@ def evaluate_vectors(
     domain indices; ``targets``/``target_domain`` [n]; ``histories`` [n, L] padded with -1
     or a list of id lists; ``cfg`` an :class:`EvalConfig` (or the top-level Config).
     ``index``: a built :class:`ShardedIndex` to reuse (the train loop's validation);
-    otherwise one is built and closed here. Needs an open Ray session.
+    otherwise one is built and closed here. Needs an open Ray session unless ``in_process``
+    (the shards then live in this process: for callers inside a Ray Train worker).
     """
     ecfg = _eval_cfg(cfg)
     validate_eval_config(ecfg)
@@ -89,7 +91,7 @@ def evaluate_vectors(
     _check_examples(item_domain, q, targets, target_domain, hist, len(domains))
     kmax = max(ecfg.ks)
     own = index is None
-    index = index or ShardedIndex.build(items, item_domain, ecfg, len(domains))
+    index = index or ShardedIndex.build(items, item_domain, ecfg, len(domains), in_process=in_process)
     try:
         t0 = time.perf_counter()
         _, top_ids = index.search(q, target_domain, kmax, hist)
@@ -107,7 +109,7 @@ def evaluate_vectors(
             out.update(summarize(s_ranks, groups, ecfg.ks, f"{split}/sampled", ecfg.bootstrap_samples, ecfg.seed))
             out[f"{split}/sampled/short_pools"] = int(short)
         if ecfg.index_type != "flat" and ecfg.recall_queries > 0:
-            out.update(_recall_vs_exact(items, item_domain, q, target_domain, hist, top_ids, ecfg, len(domains), split))
+            out.update(_recall_vs_exact(items, item_domain, q, target_domain, hist, top_ids, ecfg, len(domains), split, in_process))
     finally:
         if own:
             index.close()
@@ -116,13 +118,13 @@ def evaluate_vectors(
 
 def _recall_vs_exact(
     items: np.ndarray, item_domain: np.ndarray, q: np.ndarray, target_domain: np.ndarray, hist: np.ndarray,
-    approx_ids: np.ndarray, ecfg: EvalConfig, n_domains: int, split: str,
+    approx_ids: np.ndarray, ecfg: EvalConfig, n_domains: int, split: str, in_process: bool,
 ) -> dict[str, float]:
     """recall@K of the approximate index against an exact flat index on a seeded query sample."""
     rng = np.random.default_rng([ecfg.seed, 0xEC])
     sel = np.sort(rng.choice(len(q), size=min(len(q), ecfg.recall_queries), replace=False))
     exact_cfg = replace(ecfg, index_type="flat")
-    with ShardedIndex.build(items, item_domain, exact_cfg, n_domains) as exact:
+    with ShardedIndex.build(items, item_domain, exact_cfg, n_domains, in_process=in_process) as exact:
         _, exact_ids = exact.search(q[sel], target_domain[sel], max(ecfg.ks), hist[sel])
     return {f"{split}/recall@{k}_vs_exact": recall_at_k(approx_ids[sel], exact_ids, k) for k in ecfg.ks}
 
@@ -186,6 +188,17 @@ def _sequences(run: Any, split: str) -> pa.Table:
     return validate_table(table, SEQUENCES, run.uri_of("sequences", split))
 
 
+def _domain_indices(table: pa.Table, domains: list[str], where: str) -> np.ndarray:
+    from semacdr_dist.data.schemas import DataValidationError
+
+    index_of = {d: i for i, d in enumerate(domains)}
+    names = table["target_domain"].to_pylist()
+    for row, d in enumerate(names):
+        if d not in index_of:
+            raise DataValidationError(where, row, f"target_domain {d!r} is not a catalog domain", f"stats.json has {domains}")
+    return np.array([index_of[d] for d in names], dtype=np.int64)
+
+
 def run_evaluate(cfg: Any, run: Any, model_name: str) -> dict:
     """Evaluate `export/<model_name>/` on `sequences/{splits}`; writes `eval/<model_name>/`.
 
@@ -217,8 +230,7 @@ def run_evaluate(cfg: Any, run: Any, model_name: str) -> dict:
             table = _sequences(run, split)
             max_len = getattr(getattr(cfg, "model", None), "max_len", None) or max(1, max((len(h) for h in table["history"].to_pylist()), default=1))
             q = query_vectors(table, export_dir, catalog.domains, int(max_len), ecfg)
-            index_of = {d: i for i, d in enumerate(catalog.domains)}
-            target_domain = np.array([index_of[d] for d in table["target_domain"].to_pylist()], dtype=np.int64)
+            target_domain = _domain_indices(table, catalog.domains, run.uri_of("sequences", split))
             metrics.update(
                 evaluate_vectors(
                     items, catalog.item_domain, q, table["target"].to_numpy(), target_domain,

@@ -99,3 +99,24 @@ def test_all_candidates_keep_history(ray_local):
     _, ref_ids = brute_force_topk(items, item_domain, queries, target_domain, histories, 50, "all", False)
     assert m["valid/mrr@50"] == pytest.approx(rank_metrics(target_ranks(ref_ids, targets), [50])["mrr@50"])
     assert not any("sampled" in k or "ci95" in k for k in m)
+
+
+def test_approximate_index_reports_recall_against_exact():
+    items, item_domain, queries, targets, target_domain, histories = corpus(n_items=3000, dim=16, n_queries=100, seed=2)
+    cfg = replace(CFG, index_type="hnsw", hnsw_m=16, hnsw_ef_search=64, recall_queries=60, bootstrap_samples=0, sampled_negatives=0)
+    m = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, cfg, DOMAINS, in_process=True)
+    for k in cfg.ks:
+        assert 0.5 < m[f"test/recall@{k}_vs_exact"] <= 1.0
+    res = vectors_result("hnsw", m, cfg, DOMAINS, ["test"])
+    from semacdr_dist.evaluate.report import markdown_report
+
+    assert "recall@10_vs_exact" in markdown_report(res) and "index hnsw" in markdown_report(res)
+
+
+def test_empty_group_has_count_but_no_numbers():
+    items, item_domain, queries, targets, target_domain, histories = corpus(n_items=300, n_queries=30, seed=6)
+    keep = target_domain != 2  # no "books" examples
+    cfg = replace(CFG, bootstrap_samples=0, sampled_negatives=0)
+    m = evaluate_vectors(items, item_domain, queries[keep], targets[keep], target_domain[keep], histories[keep], cfg, DOMAINS, in_process=True)
+    assert m["test/books/n"] == 0 and "test/books/ndcg@10" not in m
+    assert json.loads(json.dumps(m, allow_nan=False))  # strict JSON

@@ -105,3 +105,13 @@ def test_config_rejects_bad_values():
         EvalConfig(index_type="lsh")
     with pytest.raises(ValueError, match="candidates"):
         EvalConfig(candidates="domain")
+
+
+def test_in_process_shards_equal_brute_force():
+    """The in-process variant (for callers inside Ray Train workers) runs the same shard code."""
+    items, item_domain, queries, _, target_domain, histories = corpus(n_items=1500, n_queries=120, seed=9)
+    cfg = EvalConfig(num_shards=3, query_batch_size=50)
+    ref_s, ref_i = brute_force_topk(items, item_domain, queries, target_domain, histories, K, "target_domain", True)
+    with ShardedIndex.build(items, item_domain, cfg, len(DOMAINS), in_process=True) as index:
+        got_s, got_i = index.search(queries, target_domain, K, histories)
+    _check(got_s, got_i, ref_s, ref_i)

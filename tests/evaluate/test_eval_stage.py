@@ -61,11 +61,12 @@ def test_run_evaluate_equals_full_sort_predict(ray_local, tmp_path):
 
     cfg = load_config([f"run_dir={run.uri}"])
     cfg.model = mcfg
-    cfg.evaluate = EvalConfig(num_shards=2, shard_num_cpus=0.5, bootstrap_samples=100, encoder_batch_size=32)
+    # one split keeps the test fast (each split is one Ray Data run); valid goes the same path
+    cfg.evaluate = EvalConfig(num_shards=2, shard_num_cpus=0.5, bootstrap_samples=100, encoder_batch_size=32, splits=["test"])
     result = run_evaluate(cfg, run, "sasrec")
 
     model, _ = load_export(run.local_path("export", "sasrec"))
-    for split in ("valid", "test"):
+    for split in ("test",):
         table = run.read_table("sequences", split)
         batch = collate_rows(table, mcfg.max_len, DOMAINS)
         import torch
