@@ -72,6 +72,9 @@ def _sharded(items: np.ndarray, shards: int, threads: int, batch: int) -> tuple[
 
 
 def main() -> None:
+    # Ray starts workers at nice 15; on a shared machine that alone would slow every actor
+    # path against the un-niced direct one. Same priority for all paths (set before ray.init).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="100k items, 2k queries")
     ap.add_argument("--items", type=int, default=1_000_000)

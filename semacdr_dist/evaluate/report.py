@@ -116,6 +116,9 @@ def ndcg_curves_png(series: Sequence[tuple[str, dict]], split: str | None = None
         if None not in lo and None not in hi:
             ax.fill_between(ks, lo, hi, alpha=0.2)
     ax.set_xscale("log")
+    all_ks = sorted({k for _, r in series for k in _ks(r)})
+    ax.set_xticks(all_ks, [str(k) for k in all_ks])
+    ax.minorticks_off()
     ax.set_xlabel("K")
     ax.set_ylabel("NDCG@K")
     ax.set_title(title)
