@@ -113,6 +113,7 @@ def train_loop_per_worker(config: dict) -> None:
     import deepspeed
     import ray.train
 
+    t_start = time.perf_counter()
     _worker_logging()
     tcfg: TrainConfig = config["train"]
     ctx = ray.train.get_context()
@@ -144,6 +145,9 @@ def train_loop_per_worker(config: dict) -> None:
         log.info("rank %d: resumed from %s at epoch %d", rank, checkpoint.path, state["epoch"])
 
     start_epoch = state["epoch"]  # > 0 after a restart: recorded so resumption is visible
+    if rank == 0:
+        log.info("%s: model + DeepSpeed (ZeRO-%d, %s) ready in %.1f s, starting at epoch %d", run_name,
+                 tcfg.zero_stage, tcfg.precision, time.perf_counter() - t_start, state["epoch"])
     valid_batches, valid_weights = _valid_batches(config, catalog.domains, rank, world, device)
     shard = ray.train.get_dataset_shard("train")
     collate = SequenceCollate(config["max_len"], catalog.domains, device)

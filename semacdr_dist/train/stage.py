@@ -64,7 +64,11 @@ def fit_deepspeed(run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0,
     from semacdr_dist.train.trainer import best_checkpoint, build_trainer
 
     trainer = build_trainer(run, model_cfg, tcfg, seed=seed, build_model=build_model)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except Exception as err:  # Train V2 raises once max_failures is spent; rerunning the stage resumes
+        raise RuntimeError(f"training {model_cfg.name} failed (rerun the stage to resume from the last "
+                           f"checkpoint): {err}") from err
     if result.error is not None:
         raise RuntimeError(f"training {model_cfg.name} failed: {result.error}") from result.error
     checkpoint, metrics = best_checkpoint(result, tcfg.monitor)
