@@ -9,6 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 
 setup:
 	@bash scripts/setup_venv.sh
+	@$(PY) -m semacdr_dist.cli models prepare >/dev/null
 
 demo: setup
 	$(PY) -m semacdr_dist.cli pipeline
