@@ -94,13 +94,21 @@ def export_from_checkpoint(run: RunDir, model_cfg: Any, checkpoint_dir: str) -> 
 
 
 def _export(run: RunDir, model, model_cfg: Any, catalog) -> str:
+    """`save_export` into a local temporary directory, then each file into `export/<model>/`
+    through the run directory (so a remote run dir works the same)."""
+    import os
+    import tempfile
+
     from semacdr_dist.model.export import save_export
 
     model.eval()
-    out = run.local_path("export", model_cfg.name)
     run.delete("export", model_cfg.name)
-    save_export(model, model_cfg, catalog, out)
-    return out
+    with tempfile.TemporaryDirectory(prefix="semacdr-export-") as tmp:
+        save_export(model, model_cfg, catalog, tmp)
+        for name in sorted(os.listdir(tmp)):
+            with open(os.path.join(tmp, name), "rb") as f:
+                run.write_bytes(f"export/{model_cfg.name}/{name}", f.read())
+    return run.uri_of("export", model_cfg.name)
 
 
 def fit_popularity(run: RunDir, model_cfg: Any, chunk_rows: int = 8192) -> dict[str, Any]:
