@@ -123,13 +123,21 @@ def _remap_ids(batch: pa.Table, new_of_old) -> pa.Table:
     return batch.set_column(idx, "item_id", pa.array(new_of_old[batch.column("item_id").to_numpy()], pa.int64()))
 
 
+def _below(batch: pa.Table, k: int) -> pa.Table:
+    return batch.filter(pc.less(batch.column("count()"), k))
+
+
+def _ids_below(ds, key: str, k: int) -> np.ndarray:
+    few = ds.groupby(key).count().map_batches(_below, batch_format="pyarrow", fn_kwargs={"k": k})
+    return np.array([r[key] for r in few.take_all()], dtype=np.int64)
+
+
 def k_core(ds, k: int, max_rounds: int = 100):
     """Drop users and items with < k interactions until none is left; returns (ds, rounds)."""
     import ray
 
     for rounds in range(1, max_rounds + 1):
-        users = np.array([r["user_id"] for r in ds.groupby("user_id").count().filter(expr=f"`count()` < {k}").take_all()], dtype=np.int64)
-        items = np.array([r["item_id"] for r in ds.groupby("item_id").count().filter(expr=f"`count()` < {k}").take_all()], dtype=np.int64)
+        users, items = _ids_below(ds, "user_id", k), _ids_below(ds, "item_id", k)
         if len(users) == 0 and len(items) == 0:
             return ds, rounds
         refs = {"users": ray.put(pa.array(users, pa.int64())), "items": ray.put(pa.array(items, pa.int64()))}

@@ -1,0 +1,207 @@
+"""Reader of Amazon review dumps: one reviews + metadata JSON-lines pair per domain.
+
+Layouts (gzip or plain, read as a stream, never held whole):
+
+* 2018 (McAuley et al.): reviews ``reviewerID, asin, unixReviewTime`` (seconds);
+  metadata ``asin, title, category, brand, description``.
+* 2023 (Hou et al.): reviews ``user_id, parent_asin, timestamp`` (milliseconds,
+  kept as given: only the order matters); metadata ``parent_asin, title,
+  categories, store`` (or ``details.Brand``), ``description``.
+
+Item ids are assigned in metadata order over the domains; user ids in order of
+first appearance over all review files, so a user who reviewed in two domains
+is one user. Both maps are the reader's only state (one int per key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import pyarrow.fs as pafs
+
+from semacdr_dist.data.config import AmazonDomainConfig
+from semacdr_dist.data.readers.base import (
+    ROW_COL,
+    RULE_DUPLICATE_ITEM,
+    RULE_TIMESTAMP,
+    Chunk,
+    ReaderOutput,
+    check_items,
+    check_timestamps,
+    collect,
+    interactions_table,
+    items_table,
+    parse_timestamp,
+    rejected_rows,
+)
+from semacdr_dist.data.schemas import DataValidationError
+
+LAYOUTS = {
+    "2018": {"user": "reviewerID", "item": "asin", "time": "timestamp_s", "meta_item": "asin"},
+    "2023": {"user": "user_id", "item": "parent_asin", "time": "timestamp_ms", "meta_item": "parent_asin"},
+}
+REVIEW_TIME = {"2018": "unixReviewTime", "2023": "timestamp"}
+RULE_JSON = "line must be a JSON object (UTF-8)"
+
+
+def _missing(field: str) -> str:
+    return f"missing field '{field}'"
+
+
+def iter_json_lines(path: str) -> Iterator[tuple[int, dict | None, str]]:
+    """(row, record or None when not a JSON object, raw line) of a JSON-lines file, .gz or plain."""
+    fs, p = pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    if fs.get_file_info(p).type == pafs.FileType.NotFound:
+        raise DataValidationError(path, None, "file not found")
+    compression = "gzip" if p.endswith(".gz") else None
+    with fs.open_input_stream(p, compression=compression) as raw:
+        row, rest = 0, b""
+        while True:
+            block = raw.read(1 << 22)
+            if not block:
+                break
+            lines = (rest + block).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                if line.strip():
+                    yield row, *_parse(line)
+                    row += 1
+        if rest.strip():
+            yield row, *_parse(rest)
+
+
+def _parse(line: bytes) -> tuple[dict | None, str]:
+    text = line.decode("utf-8", "surrogateescape")  # invalid bytes become lone surrogates
+    try:
+        rec = json.loads(text)
+    except ValueError:
+        return None, _safe(text)[:500]
+    return (rec if isinstance(rec, dict) else None), _safe(text)[:500]
+
+
+def _safe(s: str) -> str:
+    return s.encode("utf-8", "replace").decode("utf-8")
+
+
+def _text(value) -> str | None:
+    """A field as UTF-8 text: lists are joined; None when it holds invalid UTF-8."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        value = " ".join(str(v) for v in value if v)
+    s = str(value).strip()
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return s
+
+
+def _brand(rec: dict, layout: str) -> str:
+    if layout == "2018":
+        return _safe(str(rec.get("brand") or ""))
+    details = rec.get("details") if isinstance(rec.get("details"), dict) else {}
+    return _safe(str(rec.get("store") or details.get("Brand") or details.get("brand") or ""))
+
+
+def iter_amazon(domains: list[AmazonDomainConfig], layout: str, chunk_rows: int = 250_000) -> Iterator[Chunk]:
+    """Item chunks of every domain's metadata, then interaction chunks of every reviews file."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"Amazon layout must be 2018 or 2023, got {layout!r}")
+    keys = LAYOUTS[layout]
+    item_ids: dict[str, dict[str, int]] = {}
+    next_item = 0
+    for dom in domains:
+        if not dom.name or not dom.reviews or not dom.metadata:
+            raise ValueError(f"each data.domains entry needs name, reviews and metadata; got {dom}")
+        ids = item_ids.setdefault(dom.name, {})
+        cols: dict[str, list] = {k: [] for k in ("item_id", "domain", "raw_id", "title", "categories", "brand", "description", ROW_COL)}
+        bad: list[tuple[int, str, str]] = []
+
+        def flush(cols=cols, bad=bad, file=dom.metadata):
+            good, rej = check_items(items_table(cols), file)
+            pre = rejected_rows(file, [b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad]) if bad else None
+            for v in cols.values():
+                v.clear()
+            bad.clear()
+            if pre is not None:
+                import pyarrow as pa
+
+                rej = pre if rej is None else pa.concat_tables([pre, rej])
+            return Chunk("items", file, good, rej)
+
+        for row, rec, line in iter_json_lines(dom.metadata):
+            if rec is None:
+                bad.append((row, RULE_JSON, line))
+                continue
+            asin = rec.get(keys["meta_item"])
+            if not asin:
+                bad.append((row, _missing(keys["meta_item"]), line))
+                continue
+            asin = _safe(str(asin))
+            if asin in ids:
+                bad.append((row, RULE_DUPLICATE_ITEM, line))
+                continue
+            ids[asin] = next_item
+            cats = rec.get("category" if layout == "2018" else "categories") or []
+            cols["item_id"].append(next_item)
+            cols["domain"].append(dom.name)
+            cols["raw_id"].append(asin)
+            cols["title"].append(_text(rec.get("title")))
+            cols["categories"].append([_safe(str(c)) for c in cats] if isinstance(cats, list) else [_safe(str(cats))])
+            cols["brand"].append(_brand(rec, layout))
+            cols["description"].append(_safe(_text(rec.get("description")) or ""))
+            cols[ROW_COL].append(row)
+            next_item += 1
+            if len(cols["item_id"]) >= chunk_rows:
+                yield flush()
+        yield flush()
+
+    users: dict[str, int] = {}
+    for dom in domains:
+        ids = item_ids[dom.name]
+        buf: dict[str, list] = {"user_id": [], "item_id": [], "domain": [], "timestamp": [], ROW_COL: []}
+        bad = []
+
+        def flush_reviews(buf=buf, bad=bad, file=dom.reviews):
+            good, rej = check_timestamps(interactions_table(buf), file)
+            pre = rejected_rows(file, [b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad]) if bad else None
+            for v in buf.values():
+                v.clear()
+            bad.clear()
+            if pre is not None:
+                import pyarrow as pa
+
+                rej = pre if rej is None else pa.concat_tables([pre, rej])
+            return Chunk("interactions", file, good, rej)
+
+        for row, rec, line in iter_json_lines(dom.reviews):
+            if rec is None:
+                bad.append((row, RULE_JSON, line))
+                continue
+            missing = [f for f in (keys["user"], keys["item"], REVIEW_TIME[layout]) if rec.get(f) in (None, "")]
+            if missing:
+                bad.append((row, _missing(missing[0]), line))
+                continue
+            ts = parse_timestamp(rec[REVIEW_TIME[layout]])
+            if ts is None:
+                bad.append((row, RULE_TIMESTAMP, line))
+                continue
+            user = _safe(str(rec[keys["user"]]))
+            uid = users.setdefault(user, len(users))
+            buf["user_id"].append(uid)
+            # an asin without metadata keeps an id no item has: prepare reports it as unknown
+            buf["item_id"].append(ids.get(_safe(str(rec[keys["item"]])), -1))
+            buf["domain"].append(dom.name)
+            buf["timestamp"].append(ts)
+            buf[ROW_COL].append(row)
+            if len(buf["user_id"]) >= chunk_rows:
+                yield flush_reviews()
+        yield flush_reviews()
+
+
+def read_amazon(domains: list[AmazonDomainConfig], layout: str) -> ReaderOutput:
+    """Items and interactions of all domains; stops at the first bad row."""
+    return collect(iter_amazon(domains, layout))
