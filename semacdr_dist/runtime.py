@@ -28,6 +28,10 @@ CPU_ENGINE_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_DEDUP_LOGS": "0",
     "RAY_TRAIN_V2_ENABLED": "1",
+    # Quieter logs in non-interactive runs (CI, `ray job` logs): progress every minute,
+    # vLLM warnings only. Both are defaults; the caller's environment wins.
+    "RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL": "60",
+    "VLLM_LOGGING_LEVEL": "WARNING",
 }
 
 
