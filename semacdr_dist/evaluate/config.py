@@ -56,6 +56,9 @@ class EvalConfig:
     max_inflight_batches: int = 4
     # Ray Data user-encoder actors that compute query vectors (1 fits a 2-core box).
     encoder_actors: int = 1
+    # GPUs per user-encoder actor (0 = encode on CPU); queries are computed before the
+    # shard actors start, so the two never wait on each other for a GPU.
+    encoder_num_gpus: float = 0.0
     # Rows per Ray Data batch for the user encoder.
     encoder_batch_size: int = 512
     # Splits evaluated by the stage (valid for model selection, test for the report).

@@ -143,6 +143,8 @@ class ShardSearcher:
             raise ValueError(f"shard at {start}: vectors {vectors.shape} vs {len(item_domain)} domains")
         self.start, self.stop, self.dim = start, start + len(vectors), vectors.shape[1]
         self.item_domain = np.asarray(item_domain, dtype=np.int64)
+        if self.cfg.use_gpu and not hasattr(faiss, "StandardGpuResources"):
+            raise RuntimeError("evaluate.use_gpu=true needs faiss-gpu (the `gpu` extra); this faiss is CPU-only")
         self._gpu_res = faiss.StandardGpuResources() if self.cfg.use_gpu else None
         self.groups: dict[int, tuple[Any, int]] = {}  # group -> (index, size)
         ids = np.arange(self.start, self.stop, dtype=np.int64)

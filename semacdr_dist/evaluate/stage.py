@@ -132,22 +132,22 @@ def _recall_vs_exact(
 class _UserEncoder:
     """Ray Data actor UDF: holds the exported user encoder, maps sequence rows to query vectors."""
 
-    def __init__(self, export_dir: str, domains: list[str], max_len: int):
+    def __init__(self, export_dir: str, domains: list[str], max_len: int, device: str = "cpu"):
         import torch
 
         from semacdr_dist.model.export import load_export
 
         torch.set_num_threads(1)
-        self.model, _ = load_export(export_dir)
+        self.model, _ = load_export(export_dir, device=device)
         self.model.eval()
-        self.domains, self.max_len = domains, max_len
+        self.domains, self.max_len, self.device = domains, max_len, device
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         from semacdr_dist.data.batch import collate_numpy, to_torch
 
-        tb = to_torch(collate_numpy(batch, self.max_len, self.domains))
+        tb = to_torch(collate_numpy(batch, self.max_len, self.domains), self.device)
         with torch.no_grad():
             vec = self.model.user_vectors(tb)
         return {"row": np.asarray(batch["row"], dtype=np.int64), "query": vec.detach().float().cpu().numpy()}
@@ -162,11 +162,15 @@ def query_vectors(table: pa.Table, export_dir: str, domains: list[str], max_len:
     cols = cols.append_column("row", pa.array(np.arange(n, dtype=np.int64)))
     ds = ray.data.from_arrow(cols).map_batches(
         _UserEncoder,
-        fn_constructor_kwargs={"export_dir": export_dir, "domains": domains, "max_len": max_len},
+        fn_constructor_kwargs={
+            "export_dir": export_dir, "domains": domains, "max_len": max_len,
+            "device": "cuda" if ecfg.encoder_num_gpus > 0 else "cpu",
+        },
         batch_size=ecfg.encoder_batch_size,
         batch_format="numpy",
         concurrency=ecfg.encoder_actors,
         num_cpus=1,
+        num_gpus=ecfg.encoder_num_gpus,
     )
     out: np.ndarray | None = None
     seen = np.zeros(n, dtype=bool)
@@ -223,23 +227,28 @@ def run_evaluate(cfg: Any, run: Any, model_name: str) -> dict:
     if items.shape[0] != catalog.n_items:
         raise ValueError(f"{export_dir}: {items.shape[0]} item vectors, the catalog has {catalog.n_items} items")
     t0 = time.perf_counter()
+    # Query vectors of every split first: the encoder actors are gone before the shard
+    # actors take their CPUs/GPUs, so neither waits on the other for resources.
+    inputs = {}
+    for split in ecfg.splits:
+        table = _sequences(run, split)
+        max_len = getattr(getattr(cfg, "model", None), "max_len", None) or max(
+            1, max((len(h) for h in table["history"].to_pylist()), default=1)
+        )
+        target_domain = _domain_indices(table, catalog.domains, run.uri_of("sequences", split))
+        q = query_vectors(table, export_dir, catalog.domains, int(max_len), ecfg)
+        inputs[split] = (q, table["target"].to_numpy(), target_domain, table["history"].to_pylist())
+        log.info("%s: %d query vectors of %s", split, len(q), model_name)
     metrics: dict[str, float] = {}
-    index = ShardedIndex.build(items, catalog.item_domain, ecfg, len(catalog.domains))
-    try:
-        for split in ecfg.splits:
-            table = _sequences(run, split)
-            max_len = getattr(getattr(cfg, "model", None), "max_len", None) or max(1, max((len(h) for h in table["history"].to_pylist()), default=1))
-            q = query_vectors(table, export_dir, catalog.domains, int(max_len), ecfg)
-            target_domain = _domain_indices(table, catalog.domains, run.uri_of("sequences", split))
+    with ShardedIndex.build(items, catalog.item_domain, ecfg, len(catalog.domains)) as index:
+        for split, (q, targets, target_domain, histories) in inputs.items():
             metrics.update(
                 evaluate_vectors(
-                    items, catalog.item_domain, q, table["target"].to_numpy(), target_domain,
-                    table["history"].to_pylist(), ecfg, catalog.domains, split=split, index=index,
+                    items, catalog.item_domain, q, targets, target_domain, histories, ecfg,
+                    catalog.domains, split=split, index=index,
                 )
             )
         shards = index.info()
-    finally:
-        index.close()
     result = {
         "model": model_name,
         "settings": asdict(ecfg),

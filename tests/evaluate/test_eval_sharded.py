@@ -115,3 +115,27 @@ def test_in_process_shards_equal_brute_force():
     with ShardedIndex.build(items, item_domain, cfg, len(DOMAINS), in_process=True) as index:
         got_s, got_i = index.search(queries, target_domain, K, histories)
     _check(got_s, got_i, ref_s, ref_i)
+
+
+def test_gpu_needs_faiss_gpu():
+    import faiss
+
+    if hasattr(faiss, "StandardGpuResources"):
+        pytest.skip("faiss-gpu installed: the GPU path is exercised by the gpu-marked runs")
+    items, item_domain, *_ = corpus(n_items=100, n_queries=1)
+    with pytest.raises(RuntimeError, match="faiss-gpu"):
+        ShardedIndex.build(items, item_domain, EvalConfig(num_shards=1, use_gpu=True), 3, in_process=True)
+
+
+@pytest.mark.gpu
+def test_gpu_shards_equal_brute_force(ray_local):
+    import faiss
+
+    if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
+        pytest.skip("needs faiss-gpu and a CUDA GPU")
+    items, item_domain, queries, _, target_domain, histories = corpus()
+    cfg = EvalConfig(num_shards=2, use_gpu=True, gpus_per_shard=0.5, shard_num_cpus=0.5)
+    ref_s, ref_i = brute_force_topk(items, item_domain, queries, target_domain, histories, K, "target_domain", True)
+    with ShardedIndex.build(items, item_domain, cfg, len(DOMAINS)) as index:
+        got_s, got_i = index.search(queries, target_domain, K, histories)
+    _check(got_s, got_i, ref_s, ref_i)
