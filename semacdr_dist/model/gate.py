@@ -19,11 +19,13 @@ class ThreadGate(nn.Module):
     def __init__(self, dim: int, hidden: int, mode: str):
         super().__init__()
         self.mode = mode
-        self.mlp = nn.Sequential(nn.Linear(3 * dim + 3, hidden), nn.GELU(), nn.Linear(hidden, 3))
+        # No parameters in mean mode: unused ones would trip DDP/DeepSpeed's gradient checks.
+        self.mlp = (nn.Sequential(nn.Linear(3 * dim + 3, hidden), nn.GELU(), nn.Linear(hidden, 3))
+                    if mode == "adaptive" else None)
 
     def forward(self, vectors: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """vectors [B, 3, D], lengths [B, 3] → (user [B, D], weights [B, 3])."""
-        if self.mode == "adaptive":
+        if self.mlp is not None:
             feats = torch.cat([vectors.flatten(1), torch.log1p(lengths.to(vectors.dtype))], 1)
             logits = self.mlp(feats)
         else:

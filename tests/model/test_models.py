@@ -135,3 +135,13 @@ def test_popularity_counts_train_targets_per_domain(catalog):
         assert s.min() > scores[i, catalog.domain_items(1 - d)].max()
     with pytest.raises(RuntimeError, match="fit"):
         model.calculate_loss(batch)
+
+
+@pytest.mark.parametrize("gate", ["adaptive", "mean"])
+@pytest.mark.parametrize("name", TRAINED)
+def test_every_parameter_gets_a_gradient(name, gate, catalog, features):
+    """No unused parameters: DDP and DeepSpeed ZeRO would fail (or hang) on them."""
+    model = build_model(small_cfg(name, gate=gate), catalog, features)
+    model.calculate_loss(make_batch(catalog, 16))[0].backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
