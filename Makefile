@@ -12,7 +12,7 @@ setup:
 	@$(PY) -m semacdr_dist.cli models prepare >/dev/null
 
 demo: setup
-	$(PY) -m semacdr_dist.cli pipeline
+	$(PY) -m semacdr_dist.cli pipeline data=synthetic_demo run_dir=runs/demo
 
 test: setup
 	$(PY) -m pytest -m "not slow and not gpu" -q
