@@ -20,11 +20,12 @@ CFG = EvalConfig(num_shards=2, shard_num_cpus=0.5, bootstrap_samples=200, query_
 
 
 @pytest.fixture(scope="module")
-def vectors_metrics(ray_local):
+def vectors_metrics():
     items, item_domain, queries, targets, target_domain, histories = corpus(n_items=2000, n_queries=400, seed=1)
     # queries near their target make the numbers non-trivial
     queries = queries + 2 * items[targets]
-    metrics = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, CFG, DOMAINS)
+    # in-process shards: the actor path is covered by test_eval_sharded; this one checks the metrics
+    metrics = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, CFG, DOMAINS, in_process=True)
     return (items, item_domain, queries, targets, target_domain, histories), metrics
 
 
@@ -45,11 +46,11 @@ def test_evaluate_vectors_matches_brute_force(vectors_metrics):
     assert m["test/sampled/n"] == len(targets)
 
 
-def test_evaluate_vectors_rejects_wrong_domain(ray_local):
+def test_evaluate_vectors_rejects_wrong_domain():
     items, item_domain, queries, targets, target_domain, histories = corpus(n_items=300, n_queries=20)
     wrong = (target_domain + 1) % 3
     with pytest.raises(ValueError, match="example 0: target"):
-        evaluate_vectors(items, item_domain, queries, targets, wrong, histories, CFG, DOMAINS)
+        evaluate_vectors(items, item_domain, queries, targets, wrong, histories, CFG, DOMAINS, in_process=True)
 
 
 def _png_ok(data: bytes) -> None:
@@ -92,10 +93,10 @@ def test_report_and_compare(tmp_path, vectors_metrics):
         compare([str(tmp_path / "cmp")], str(tmp_path / "cmp2"))
 
 
-def test_all_candidates_keep_history(ray_local):
+def test_all_candidates_keep_history():
     items, item_domain, queries, targets, target_domain, histories = corpus(n_items=500, n_queries=50, seed=4)
     cfg = replace(CFG, candidates="all", exclude_history=False, sampled_negatives=0, bootstrap_samples=0)
-    m = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, cfg, DOMAINS, split="valid")
+    m = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, cfg, DOMAINS, split="valid", in_process=True)
     _, ref_ids = brute_force_topk(items, item_domain, queries, target_domain, histories, 50, "all", False)
     assert m["valid/mrr@50"] == pytest.approx(rank_metrics(target_ranks(ref_ids, targets), [50])["mrr@50"])
     assert not any("sampled" in k or "ci95" in k for k in m)

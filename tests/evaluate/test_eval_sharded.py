@@ -39,7 +39,7 @@ def test_sharded_equals_brute_force(ray_local, num_shards, candidates, exclude_h
         assert not (got_i[:, :, None] == histories[:, None, :]).any()
 
 
-def test_float_vectors_and_small_domain(ray_local):
+def test_float_vectors_and_small_domain():
     """Gaussian vectors; one domain with fewer items than K → -1 padding after the last candidate."""
     rng = np.random.default_rng(3)
     items = rng.standard_normal((2000, 16)).astype(np.float32)
@@ -54,13 +54,13 @@ def test_float_vectors_and_small_domain(ray_local):
             padded[i, -len(h):] = h
     cfg = EvalConfig(num_shards=2, shard_num_cpus=0.5)
     ref_s, ref_i = brute_force_topk(items, item_domain, queries, target_domain, padded, K, "target_domain", True)
-    with ShardedIndex.build(items, item_domain, cfg, 2) as index:
+    with ShardedIndex.build(items, item_domain, cfg, 2, in_process=True) as index:
         got_s, got_i = index.search(queries, target_domain, K, histories)
     _check(got_s, got_i, ref_s, ref_i)
     assert (got_i[target_domain == 1][:, 30:] == -1).all()
 
 
-def test_approximate_index_recall(ray_local):
+def test_approximate_index_recall():
     from semacdr_dist.evaluate.sharded import recall_at_k
 
     rng = np.random.default_rng(5)
@@ -71,7 +71,7 @@ def test_approximate_index_recall(ray_local):
     _, ref_i = brute_force_topk(items, item_domain, queries, td, np.full((100, 0), -1), 10, "all", False)
     for index_type in ("ivf", "hnsw"):
         cfg = EvalConfig(num_shards=2, shard_num_cpus=0.5, index_type=index_type, ivf_nlist=16, ivf_nprobe=8, exclude_history=False)
-        with ShardedIndex.build(items, item_domain, cfg, 1) as index:
+        with ShardedIndex.build(items, item_domain, cfg, 1, in_process=True) as index:
             _, got_i = index.search(queries, td, 10, None)
         assert recall_at_k(got_i, ref_i, 10) > 0.8, index_type
 
