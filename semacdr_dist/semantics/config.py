@@ -14,7 +14,7 @@ from typing import Any
 # ({categories} is " > "-joined, empty fields render as "unknown").
 _SYSTEM = "You are a concise product analyst. Answer in one or two plain sentences, no lists."
 _SPECIFIC_USER = (
-    "Product from the {domain} catalog.\n"
+    "Domain: {domain}\n"
     "Title: {title}\nCategories: {categories}\nBrand: {brand}\nDescription: {description}\n\n"
     "In at most 30 words, say what this product is and what it is used for."
 )

@@ -89,11 +89,15 @@ def check_view(
     n = cfg.echo_ngram
     if echo_grams and any(tuple(ws[i : i + n]) in echo_grams for i in range(len(ws) - n + 1)):
         return "prompt_echo"
-    if view == "agnostic":
-        banned = banned_terms(item)
-        if any(_singular(w) in banned for w in ws):
-            return "names_domain"
+    if view == "agnostic" and any(_is_banned(w, banned_terms(item)) for w in ws):
+        return "names_domain"
     return None
+
+
+def _is_banned(word: str, banned: set[str]) -> bool:
+    """Exact (singularised) match, or a compound containing a banned term ("kitchenaid")."""
+    w = _singular(word)
+    return w in banned or any(len(b) > 3 and b in w for b in banned)
 
 
 def echo_ngrams(instruction_words: list[str], n: int) -> set[tuple[str, ...]]:
@@ -121,10 +125,12 @@ def fallback_text(view: str, item: dict[str, Any], cfg: LLMConfig) -> str:
         if first:
             text += f" {first}."
         return " ".join(text.split()[: cfg.max_words])
-    banned = banned_terms(item)
+    # Description words first (they say what the item does for someone), then the rest;
+    # never the domain / product type, nor the brand.
+    banned = banned_terms(item) | {_singular(w) for w in words(brand) if len(w) > 3}
     seen: list[str] = []
-    for w in words(f"{title} {' '.join(cats[:-1])} {desc}"):
-        if len(w) > 3 and w not in _STOP and not w.isdigit() and _singular(w) not in banned and w not in seen:
+    for w in words(f"{desc} {' '.join(cats[:-1])} {title}"):
+        if len(w) > 3 and w not in _STOP and not w.isdigit() and not _is_banned(w, banned) and w not in seen:
             seen.append(w)
     keywords = seen[:8] or ["quality", "comfort", "everyday", "enjoyment"]
     return f"For someone who values {', '.join(keywords)}."

@@ -89,10 +89,8 @@ def generate_views(
             i, view = requests[r]
             text = clean(out.text, out.finish_reason)
             problem = check_view(text, view, items[i], cfg, echo[view])
-            if problem is None and not text:
-                problem = "truncated"
-            if problem == "too_short" and out.finish_reason == "length":
-                problem = "truncated"
+            if problem in ("empty", "too_short") and out.finish_reason == "length":
+                problem = "truncated"  # hit max_tokens before finishing a sentence
             if problem:
                 problems[problem] += 1
             else:

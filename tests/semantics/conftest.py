@@ -53,7 +53,7 @@ def small_config(*overrides: str):
     """The real composed config, shrunk for tests (small batches, shards of a few views)."""
     base = [
         f"models_dir={os.environ['SEMACDR_MODELS_DIR']}",
-        "llm.batch_size=5",
+        "llm.batch_size=10",
         "llm.shard_rows=10",
         "llm.max_tokens=40",
         "encoder.items_per_call=8",

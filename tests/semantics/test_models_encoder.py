@@ -1,0 +1,53 @@
+"""Packaged models (offline) and the text encoder: shapes, normalisation, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from semacdr_dist.semantics.config import EncoderConfig
+from semacdr_dist.semantics.engines import SentenceTransformerEncoder
+from semacdr_dist.semantics.models import MINILM, SMOLLM2, prepare_models, resolve_model
+from semacdr_dist.semantics.workers import EncodeWorker
+
+
+def test_prepare_models_is_idempotent_and_plain():
+    models_dir = os.environ["SEMACDR_MODELS_DIR"]
+    paths = prepare_models(models_dir)  # converts on a fresh machine (~20 s), else instant
+    t0 = time.perf_counter()
+    assert prepare_models(models_dir) == paths
+    assert time.perf_counter() - t0 < 1.0
+    smol = Path(paths[SMOLLM2])
+    assert (smol / "model.safetensors").exists() and (smol / "tokenizer.json").exists()
+    config = json.loads((smol / "config.json").read_text())
+    assert "quantization_config" not in config and config["architectures"] == ["LlamaForCausalLM"]
+    assert "im_start" in (smol / "chat_template.jinja").read_text()
+    assert (Path(paths[MINILM]) / "modules.json").exists()
+    assert resolve_model("smollm2-135m-instruct", models_dir) == paths[SMOLLM2]
+    assert resolve_model("some/hub-model", models_dir) == "some/hub-model"
+
+
+def test_encoder_shapes_and_determinism(ray_local):
+    path = resolve_model("all-MiniLM-L6-v2")
+    cfg = EncoderConfig(batch_size=4)
+    enc = SentenceTransformerEncoder(path, cfg)
+    texts = ["cast iron skillet for searing", "earl grey tea with bergamot", "a patient weekend cook", "x"] * 3
+    a, b = enc.encode(texts), enc.encode(texts)
+    assert a.shape == (12, 384) and a.dtype == np.float32 and enc.dim == 384
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert enc.encode([]).shape == (0, 384)
+    raw = SentenceTransformerEncoder(path, EncoderConfig(normalize=False)).encode(texts[:2])
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    # related texts are closer than unrelated ones (the encoder is real)
+    assert a[0] @ enc.encode(["heavy frying pan"])[0] > a[1] @ enc.encode(["heavy frying pan"])[0]
+    # the same vectors from the Ray actor used by the stage
+    actor = ray_local.remote(EncodeWorker).options(num_cpus=1).remote(path, cfg)
+    try:
+        np.testing.assert_allclose(ray_local.get(actor.encode.remote(texts)), a, atol=1e-5)
+    finally:
+        ray_local.kill(actor)
