@@ -74,6 +74,9 @@ class DataConfig:
     chunk_rows: int = 250_000
     # Hash partitions of the per-user shuffle (0 = one per ~200k interactions, at least 4).
     num_partitions: int = 0
+    # Shuffle of the per-user pass: sort (Ray tasks; cheapest to start, the default on small clusters)
+    # or hash (Ray's hash-shuffle aggregator actors; better for very large dumps).
+    shuffle: str = "sort"
     # Options of the synthetic catalog.
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     # Amazon domains (amazon2018 / amazon2023): any number, order = domain index.

@@ -19,9 +19,11 @@ rule, or (``data.on_bad_rows=reject``) go to `rejected/` and into the stats.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -123,13 +125,17 @@ def _remap_ids(batch: pa.Table, new_of_old) -> pa.Table:
     return batch.set_column(idx, "item_id", pa.array(new_of_old[batch.column("item_id").to_numpy()], pa.int64()))
 
 
-def _below(batch: pa.Table, k: int) -> pa.Table:
-    return batch.filter(pc.less(batch.column("count()"), k))
+def _count_ids(batch: pa.Table, key: str) -> pa.Table:
+    return batch.group_by(key).aggregate([(key, "count")]).rename_columns([key, "n"])
 
 
 def _ids_below(ds, key: str, k: int) -> np.ndarray:
-    few = ds.groupby(key).count().map_batches(_below, batch_format="pyarrow", fn_kwargs={"k": k})
-    return np.array([r[key] for r in few.take_all()], dtype=np.int64)
+    """Ids whose row count is < k: per-block counts (no shuffle), summed in the driver."""
+    parts = [b for b in ds.map_batches(_count_ids, batch_format="pyarrow", fn_kwargs={"key": key}).iter_batches(batch_format="pyarrow", batch_size=None)]
+    if not parts:
+        return np.zeros(0, dtype=np.int64)
+    total = pa.concat_tables(parts).group_by(key).aggregate([("n", "sum")])
+    return total.filter(pc.less(total.column("n_sum"), k)).column(key).to_numpy()
 
 
 def k_core(ds, k: int, max_rounds: int = 100):
@@ -162,8 +168,34 @@ def _reject_flagged(flagged, run: RunDir, rejects: Rejects, files: list[str]) ->
 
     rej = bad.map_batches(_to_rejected, batch_format="pyarrow", fn_kwargs={"files": files}).materialize()
     rej.write_parquet(run.uri_of("rejected"), filesystem=run.fs, filename_provider=_Names())
-    for row in rej.groupby("rule").count().take_all():
-        rejects.by_rule[row["rule"]] = rejects.by_rule.get(row["rule"], 0) + int(row["count()"])
+    for batch in rej.select_columns(["rule"]).iter_batches(batch_format="pyarrow", batch_size=None):
+        for r in batch.group_by("rule").aggregate([("rule", "count")]).to_pylist():
+            rejects.by_rule[r["rule"]] = rejects.by_rule.get(r["rule"], 0) + int(r["rule_count"])
+
+
+@contextlib.contextmanager
+def shuffle_strategy(name: str) -> Iterator[None]:
+    """Ray Data's shuffle for datasets created inside the block (a dataset keeps the context it was made in)."""
+    from ray.data import DataContext
+    from ray.data.context import ShuffleStrategy
+
+    strategies = {"hash": ShuffleStrategy.HASH_SHUFFLE, "sort": ShuffleStrategy.SORT_SHUFFLE_PULL_BASED}
+    if name not in strategies:
+        raise ValueError(f"data.shuffle must be 'hash' or 'sort', got {name!r}")
+    ctx = DataContext.get_current()
+    before = ctx.shuffle_strategy
+    ctx.shuffle_strategy = strategies[name]
+    try:
+        yield
+    finally:
+        ctx.shuffle_strategy = before
+
+
+def _per_user_pass(ds, n_parts: int, fn, kwargs: dict) -> pa.Table:
+    """groupby(user partition).map_groups(fn); fn's returned rows, concatenated."""
+    out = ds.groupby(PART_COL, num_partitions=n_parts).map_groups(fn, batch_format="pyarrow", fn_kwargs=kwargs)
+    parts = list(out.iter_batches(batch_format="pyarrow", batch_size=None))
+    return pa.concat_tables([REJECTED.empty_table(), *[p.cast(REJECTED) for p in parts]])
 
 
 def run_prepare(cfg, run: RunDir) -> dict:
@@ -188,42 +220,40 @@ def run_prepare(cfg, run: RunDir) -> dict:
     t_stage = time.perf_counter() - t0
     n_parts = data.num_partitions or max(4, -(-staged.n_interactions // 200_000))
 
-    ds = ray.data.read_parquet(run.uri_of("_staging/interactions"), filesystem=run.fs)
-    flagged = ds.map_batches(
-        map_ids, batch_format="pyarrow", fn_kwargs={"index": ray.put(index), "domains": domains, "n_parts": n_parts}
-    ).materialize()
-    _reject_flagged(flagged, run, rejects, staged.files)
-    good = flagged.map_batches(_keep_rows, batch_format="pyarrow", fn_kwargs={"bad": False})
+    with shuffle_strategy(data.shuffle):
+        ds = ray.data.read_parquet(run.uri_of("_staging/interactions"), filesystem=run.fs)
+        flagged = ds.map_batches(
+            map_ids, batch_format="pyarrow", fn_kwargs={"index": ray.put(index), "domains": domains, "n_parts": n_parts}
+        ).materialize()
+        _reject_flagged(flagged, run, rejects, staged.files)
+        t_map = time.perf_counter() - t0
+        good = flagged.map_batches(_keep_rows, batch_format="pyarrow", fn_kwargs={"bad": False})
 
-    kcore_info: dict = {}
-    if data.k_core > 0:
-        # Counts include rows that the per-user pass later finds repeated (reject mode only).
-        good = good.materialize()
-        before = good.count()
-        good, rounds = k_core(good, data.k_core)
-        kept = np.unique(np.concatenate([np.zeros(0, np.int64)] + [b["item_id"] for b in good.select_columns(["item_id"]).iter_batches(batch_format="numpy")]))
-        new_of_old = np.full(items.num_rows, -1, dtype=np.int64)
-        new_of_old[kept] = np.arange(len(kept))
-        items = items.take(pa.array(kept)).set_column(0, "item_id", pa.array(np.arange(len(kept)), pa.int64()))
-        good = good.map_batches(_remap_ids, batch_format="pyarrow", fn_kwargs={"new_of_old": ray.put(new_of_old)})
-        index = ItemIndex(index.sorted_raw, new_of_old[index.dense_of_sorted], index.domain_of_dense[kept])
-        kcore_info = {"k": data.k_core, "rounds": rounds, "interactions_removed": before - good.count(), "items_kept": len(kept)}
+        kcore_info: dict = {}
+        if data.k_core > 0:
+            # Counts include rows that the per-user pass later finds repeated (reject mode only).
+            good = good.materialize()
+            before = good.count()
+            good, rounds = k_core(good, data.k_core)
+            kept = np.unique(np.concatenate([np.zeros(0, np.int64)] + [b["item_id"] for b in good.select_columns(["item_id"]).iter_batches(batch_format="numpy")]))
+            new_of_old = np.full(items.num_rows, -1, dtype=np.int64)
+            new_of_old[kept] = np.arange(len(kept))
+            items = items.take(pa.array(kept)).set_column(0, "item_id", pa.array(np.arange(len(kept)), pa.int64()))
+            good = good.map_batches(_remap_ids, batch_format="pyarrow", fn_kwargs={"new_of_old": ray.put(new_of_old)})
+            index = ItemIndex(index.sorted_raw, new_of_old[index.dense_of_sorted], index.domain_of_dense[kept])
+            kcore_info = {"k": data.k_core, "rounds": rounds, "interactions_removed": before - good.count(), "items_kept": len(kept)}
 
-    run.write_table("items/part-00000.parquet", items)
-    out = good.groupby(PART_COL, num_partitions=n_parts).map_groups(
-        process_partition,
-        batch_format="pyarrow",
-        fn_kwargs={
-            "run_uri": run.uri,
-            "domains": domains,
-            "files": staged.files,
-            "max_history": data.max_history,
-            "train_examples": data.train_examples,
-            "train_last_n": data.train_last_n,
-            "leave_one_out": not staged.shipped,
-        },
-    )
-    returned = pa.Table.from_pylist(out.take_all(), schema=REJECTED)
+        run.write_table("items/part-00000.parquet", items)
+        returned = _per_user_pass(good, n_parts, process_partition, {
+                "run_uri": run.uri,
+                "domains": domains,
+                "files": staged.files,
+                "max_history": data.max_history,
+                "train_examples": data.train_examples,
+                "train_last_n": data.train_last_n,
+                "leave_one_out": not staged.shipped,
+            })
+    t_user = time.perf_counter() - t0
     is_stats = pc.equal(returned.column("file"), STATS_FILE)
     parts = [json.loads(r) for r in returned.filter(is_stats).column("record").to_pylist()]
     dups = returned.filter(pc.invert(is_stats)).sort_by([("file", "ascending"), ("row", "ascending")])
@@ -238,7 +268,13 @@ def run_prepare(cfg, run: RunDir) -> dict:
         if n == 0:
             raise DataValidationError(domain_file(data, d, "reviews"), None, f"domain '{d}' is empty (no valid interactions)")
     stats = build_stats(data, domains, items, totals, rejects, kcore_info, shipped=bool(staged.shipped))
-    stats["seconds"] = {"stage": round(t_stage, 2), "total": round(time.perf_counter() - t0, 2)}
+    # cumulative wall seconds at the end of each step
+    stats["seconds"] = {
+        "stage": round(t_stage, 2),
+        "map": round(t_map, 2),
+        "per_user": round(t_user, 2),
+        "total": round(time.perf_counter() - t0, 2),
+    }
     run.delete("_staging")
     run.write_json("stats.json", stats)
     run.mark_done(STAGE, {"rows": staged.n_interactions, "seconds": stats["seconds"]})

@@ -118,13 +118,15 @@ def build_examples(
     hlen = pos - lo
     offsets = np.concatenate([[0], np.cumsum(hlen)])
     flat = np.repeat(lo - offsets[:-1], hlen) + np.arange(offsets[-1])
-    names = np.array(domains, dtype=object)
-    split_names = np.array(["train", "valid", "test"], dtype=object)
+
+    def decode(codes: np.ndarray, names: list[str]) -> pa.Array:
+        return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(names, pa.string())).cast(pa.string())
+
     examples = pa.table(
         {
             "user_id": pa.array(user[pos], pa.int64()),
-            "split": pa.array(split_names[split[pos]].tolist(), pa.string()),
-            "target_domain": pa.array(names[dom[pos]].tolist(), pa.string()),
+            "split": decode(split[pos], ["train", "valid", "test"]),
+            "target_domain": decode(dom[pos], domains),
             "history": _list_array(offsets, item[flat], pa.int64()),
             "history_domain": _list_array(offsets, dom[flat], pa.int8()),
             "target": pa.array(item[pos], pa.int64()),

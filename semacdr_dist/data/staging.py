@@ -234,18 +234,18 @@ def map_ids(batch: pa.Table, index, domains: list[str], n_parts: int) -> pa.Tabl
     known = dense >= 0
     dom = np.where(known, index.domain_of_dense[np.where(known, dense, 0)], 0).astype(np.int8)
     user = batch.column("user_id").to_numpy()
-    names = np.array(domains, dtype=object)
+    domain = pa.DictionaryArray.from_arrays(pa.array(dom.astype(np.int32)), pa.array(domains, pa.string())).cast(pa.string())
     return pa.table(
         {
             "user_id": user,
             "item_id": dense,
-            "domain": pa.array(names[dom].tolist(), pa.string()),
+            "domain": domain,
             DOM_COL: dom,
             "timestamp": batch.column("timestamp"),
             SRC_COL: batch.column(SRC_COL),
             ROW_COL: batch.column(ROW_COL),
             PART_COL: ((user.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) % np.uint64(n_parts),
-            BAD_COL: pa.array(np.where(known, None, RULE_UNKNOWN_ITEM).tolist(), pa.string()),
+            BAD_COL: pa.nulls(len(dense), pa.string()) if known.all() else pc.if_else(pa.array(known), pa.nulls(len(dense), pa.string()), RULE_UNKNOWN_ITEM),
         }
     )
 
