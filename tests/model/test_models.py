@@ -145,3 +145,11 @@ def test_every_parameter_gets_a_gradient(name, gate, catalog, features):
     model.calculate_loss(make_batch(catalog, 16))[0].backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_histories_longer_than_max_len_are_truncated_to_the_most_recent(name, catalog, features):
+    model = build_model(small_cfg(name, max_len=6), catalog, features).eval()
+    batch = make_batch(catalog, 8, max_len=12)
+    short = {k: (v[:, -6:] if v.dim() == 2 else v) for k, v in batch.items()}
+    torch.testing.assert_close(model.user_vectors(batch), model.user_vectors(short))
