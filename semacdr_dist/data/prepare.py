@@ -28,6 +28,7 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from semacdr_dist.data.config import DataConfig
 from semacdr_dist.data.readers.base import ROW_COL, RULE_DUPLICATE
@@ -99,6 +100,13 @@ def process_partition(
         schema=REJECTED,
     )
     return pa.concat_tables([rejected_from(dup, files, RULE_DUPLICATE), stats])
+
+
+def _read_and_map(batch: pa.Table, run_uri: str, index, domains: list[str], n_parts: int) -> pa.Table:
+    """Read staged shards (rows of `path`) and map them with :func:`map_ids`."""
+    fs = RunDir(run_uri).fs
+    index = resolve(index)
+    return pa.concat_tables([map_ids(pq.read_table(p, filesystem=fs), index, domains, n_parts) for p in batch.column("path").to_pylist()])
 
 
 def _keep_rows(batch: pa.Table, bad: bool) -> pa.Table:
@@ -221,10 +229,19 @@ def run_prepare(cfg, run: RunDir) -> dict:
     n_parts = data.num_partitions or max(4, -(-staged.n_interactions // 200_000))
 
     with shuffle_strategy(data.shuffle):
-        ds = ray.data.read_parquet(run.uri_of("_staging/interactions"), filesystem=run.fs)
-        flagged = ds.map_batches(
-            map_ids, batch_format="pyarrow", fn_kwargs={"index": ray.put(index), "domains": domains, "n_parts": n_parts}
-        ).materialize()
+        # One task per staged shard, reading it with pyarrow: on small clusters Ray's parquet
+        # datasource costs seconds of planning per read (benchmarks/prepare.py).
+        shards = [{"path": run.path("_staging", "interactions", f)} for f in run.list_files("_staging", "interactions")]
+        flagged = (
+            ray.data.from_items(shards, override_num_blocks=len(shards))
+            .map_batches(
+                _read_and_map,
+                batch_format="pyarrow",
+                batch_size=1,
+                fn_kwargs={"run_uri": run.uri, "index": ray.put(index), "domains": domains, "n_parts": n_parts},
+            )
+            .materialize()
+        )
         _reject_flagged(flagged, run, rejects, staged.files)
         t_map = time.perf_counter() - t0
         good = flagged.map_batches(_keep_rows, batch_format="pyarrow", fn_kwargs={"bad": False})
@@ -261,7 +278,7 @@ def run_prepare(cfg, run: RunDir) -> dict:
 
     for split, tables in staged.shipped.items():
         table = shipped_split(pa.concat_tables(tables), index, domains, data.max_history, staged.shipped_files[split], rejects)
-        run.write_table(f"sequences/{split}/shipped-00000.parquet", table)
+        run.write_table(f"sequences/{split}/part-shipped.parquet", table)
         parts.append(partial_stats(table, domains))
     totals = merge_stats(parts, len(domains))
     for d, n in zip(domains, totals["interactions_per_domain"], strict=True):

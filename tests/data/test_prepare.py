@@ -61,6 +61,8 @@ def test_synthetic_end_to_end(ray_local, tmp_path):
     assert seqs["train"].num_rows == sum(len(h) - 3 for h in per_user.values())
     assert pc.max(pc.list_value_length(seqs["train"]["history"])).as_py() == cfg.data.max_history
 
+    _assert_matches_single_process(run, seqs, cfg.data.max_history)
+
     # idempotent: a rerun skips, force redoes
     marker = run.path("prepare", "_SUCCESS.json")
     mtime = run.fs.get_file_info(marker).mtime
@@ -172,19 +174,18 @@ def test_k_core(ray_local, tmp_path):
     assert pq.read_metadata(run.path("items", "part-00000.parquet")).num_rows == 3
 
 
-def test_prepare_matches_single_process_kernel(ray_local, tmp_path):
+def _assert_matches_single_process(run, seqs, max_history):
     """The Ray partitioned pass gives exactly the examples of one in-process pass."""
     from semacdr_dist.data.sequences import DOM_COL, ROW_COL, SRC_COL, build_examples
 
-    cfg, run = _cfg(tmp_path, "data.num_partitions=5")
-    run_prepare(cfg, run)
     inter = run.read_table("interactions")
     dom = pa.array(np.where(np.array(inter["domain"].to_pylist()) == "food", 0, 1).astype(np.int8))
     table = inter.append_column(DOM_COL, dom).append_column(SRC_COL, pa.array(np.zeros(inter.num_rows, np.int32)))
     table = table.append_column(ROW_COL, pa.array(np.arange(inter.num_rows)))
-    ref = build_examples(table, ["food", "kitchen"], max_history=cfg.data.max_history)
+    ref = build_examples(table, ["food", "kitchen"], max_history=max_history)
+
+    def key(t):
+        return sorted(zip(t["user_id"].to_pylist(), [tuple(h) for h in t["history"].to_pylist()], t["target"].to_pylist(), strict=True))
+
     for split in ("train", "valid", "test"):
-        want = ref.filter(pc.equal(ref["split"], split)).select(SEQUENCES.names).sort_by([("user_id", "ascending"), ("target", "ascending")])
-        got = run.read_table("sequences", split).sort_by([("user_id", "ascending"), ("target", "ascending")])
-        key = lambda t: sorted(zip(t["user_id"].to_pylist(), [tuple(h) for h in t["history"].to_pylist()], t["target"].to_pylist(), strict=True))  # noqa: E731
-        assert key(got) == key(want)
+        assert key(seqs[split]) == key(ref.filter(pc.equal(ref["split"], split)))
