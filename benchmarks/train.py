@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    users = args.users or (300 if args.quick else 1000)
+    users = args.users or (300 if args.quick else 600)
     epochs = args.epochs or (2 if args.quick else 3)
     seq_len, items_per_domain, dim = 20, 500, 32
 

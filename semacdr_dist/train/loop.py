@@ -187,7 +187,7 @@ def train_loop_per_worker(config: dict) -> None:
             "epoch": epoch,
             "train/loss": totals[0].item() / max(totals[1].item(), 1.0),
             "train/sequences": int(totals[1].item()),
-            # Wall time of the slowest rank bounds throughput: rows of all ranks / mean rank time.
+            # Rows of all ranks / mean rank time (ranks step in lockstep, so their times agree).
             "train/seq_per_s": totals[1].item() / max(totals[2].item() / world, 1e-9),
             "lr": float(engine.get_lr()[0]),
             "global_step": int(engine.global_steps),
