@@ -127,6 +127,10 @@ def train_loop_per_worker(config: dict) -> None:
     build_model = _import(config.get("build_model", "semacdr_dist.model:build_model"))
     model = build_model(config["model"], catalog, features)
     del features  # the model holds its own (frozen) copy
+    if tcfg.precision == "bf16":
+        # DeepSpeed casts parameters only; the frozen feature buffers must match the adapters'
+        # dtype (and take half the memory).
+        model.to(torch.bfloat16)
     item_domain = torch.as_tensor(catalog.item_domain, dtype=torch.long)
     engine, _, _, _ = deepspeed.initialize(
         model=_LossModule(model),

@@ -127,6 +127,13 @@ def test_zero3_semacdr_beats_popularity(quiet_data, tmp_path, pop_ndcg, make_run
 
 
 @pytest.mark.slow
+def test_zero2_bf16_semacdr_beats_popularity(quiet_data, tmp_path, pop_ndcg, make_run):
+    run = make_run(tmp_path)
+    summary = fit_deepspeed(run, semacdr_cfg(), train_cfg(zero_stage=2, precision="bf16"))
+    assert summary["best_metrics"]["valid/ndcg@10"] > pop_ndcg + 0.05
+
+
+@pytest.mark.slow
 def test_worker_killed_mid_epoch_resumes_and_completes(quiet_data, tmp_path, make_run):
     """Rank 1 SIGKILLs itself after its first step of epoch 1; Ray restarts the group from the
     epoch-0 checkpoint (FailureConfig) and the run completes."""
