@@ -21,6 +21,7 @@ from tests.semantics.test_stage import assert_exact_keys
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # ~1 min on an idle 2-core box (95 tok/s), 9 min on a loaded one
 def test_hf_backend_views(ray_local, tmp_path):
     run = RunDir(tmp_path / "run")
     n = 12

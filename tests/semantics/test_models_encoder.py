@@ -41,8 +41,9 @@ def test_encoder_shapes_and_determinism(ray_local):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     assert enc.encode([]).shape == (0, 384)
+    # MiniLM's own pipeline ends in a Normalize module, so normalize=False changes nothing here
     raw = SentenceTransformerEncoder(path, EncoderConfig(normalize=False)).encode(texts[:2])
-    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    np.testing.assert_allclose(raw, a[:2], atol=1e-5)
     # related texts are closer than unrelated ones (the encoder is real)
     assert a[0] @ enc.encode(["heavy frying pan"])[0] > a[1] @ enc.encode(["heavy frying pan"])[0]
     # the same vectors from the Ray actor used by the stage
