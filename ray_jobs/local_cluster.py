@@ -64,19 +64,25 @@ class LocalHead:
         return out
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop only this head (`ray stop` would stop every Ray on the machine)."""
-        procs = self.processes()
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(procs, timeout=timeout)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
+        """Stop only this head (`ray stop` would stop every Ray on the machine).
+
+        Processes can start while others exit (a worker respawned by a dying
+        raylet), so rescan until none is left.
+        """
+        deadline = time.monotonic() + 3 * timeout
+        while (procs := self.processes()) and time.monotonic() < deadline:
+            for p in procs:
+                try:
+                    p.terminate()
+                except psutil.NoSuchProcess:
+                    pass
+            _, alive = psutil.wait_procs(procs, timeout=timeout)
+            for p in alive:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(alive, timeout=5)
 
 
 def free_port() -> int:
