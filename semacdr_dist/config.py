@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError
 
 from semacdr_dist.data.config import DataConfig
 from semacdr_dist.evaluate.config import EvalConfig
@@ -47,7 +48,34 @@ def to_config(cfg: DictConfig | dict[str, Any]) -> Config:
     """Typed `Config` from a composed DictConfig (interpolations resolved)."""
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    reject_unknown_keys(cfg)
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def reject_unknown_keys(node: Any, path: str = "") -> None:
+    """Fail on keys a typed node's dataclass does not declare.
+
+    Hydra's `+key=value` adds keys even to a typed (struct) node, and
+    `to_object` would then drop them silently; a typo must fail instead.
+    """
+    import dataclasses
+
+    if not isinstance(node, DictConfig):
+        if isinstance(node, ListConfig):
+            for i, item in enumerate(node):
+                reject_unknown_keys(item, f"{path}[{i}]")
+        return
+    schema = OmegaConf.get_type(node)
+    if schema is not None and dataclasses.is_dataclass(schema):
+        known = {f.name for f in dataclasses.fields(schema)}
+        unknown = sorted(set(node.keys()) - known)
+        if unknown:
+            where = path or "the top level"
+            raise ConfigKeyError(
+                f"unknown config key(s) {unknown} in {where} ({schema.__name__} has {sorted(known)})"
+            )
+    for key in node.keys():
+        reject_unknown_keys(node._get_node(key), f"{path}.{key}" if path else str(key))
 
 
 def config_dir() -> str:

@@ -42,3 +42,11 @@ def test_wrong_type_fails_at_composition():
 def test_override_reaches_the_typed_config():
     cfg = load_config(["train.num_workers=3", "run_dir=/tmp/x"])
     assert cfg.train.num_workers == 3 and cfg.run_dir == "/tmp/x"
+
+
+def test_added_unknown_key_fails_too():
+    """`+key=value` adds keys even to a typed node; they must fail, not vanish."""
+    from omegaconf.errors import ConfigKeyError
+
+    with pytest.raises(ConfigKeyError, match="zero_stag"):
+        load_config(["+train.zero_stag=2"])
