@@ -68,6 +68,9 @@ def _loopback_only() -> None:
     too. Child processes (GCS, raylet, workers) inherit the variable.
     """
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # Ray starts workers at niceness 15: on a shared laptop every other process then
+    # outranks the engines and trainers. A local session is the user's own job.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
