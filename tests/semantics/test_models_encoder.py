@@ -52,3 +52,22 @@ def test_encoder_shapes_and_determinism(ray_local):
         np.testing.assert_allclose(ray_local.get(actor.encode.remote(texts)), a, atol=1e-5)
     finally:
         ray_local.kill(actor)
+
+
+def test_vllm_pooling_encoder_matches_sentence_transformers():
+    """encoder.backend=vllm (LLM(runner="pooling").embed) gives the same vectors as the default."""
+    import numpy as np
+
+    from semacdr_dist.semantics.config import EncoderConfig
+    from semacdr_dist.semantics.engines import make_encoder
+    from semacdr_dist.semantics.models import resolve_model
+
+    path = resolve_model(EncoderConfig().model)
+    texts = ["a cast iron skillet for searing steak", "organic green tea leaves",
+             "a cozy rainy evening with a book"]
+    pooled = make_encoder(path, EncoderConfig(backend="vllm")).encode(texts)
+    reference = make_encoder(path, EncoderConfig()).encode(texts)
+    assert pooled.shape == reference.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, atol=1e-4)
+    assert ((pooled * reference).sum(1) > 0.999).all()
+    assert (pooled[0] @ pooled[1]) < 0.9  # different texts stay apart
