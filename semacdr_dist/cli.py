@@ -53,15 +53,14 @@ def _print_summary(result: PipelineResult, wall_s: float, peak_gib: float) -> No
 
 
 def _report(cfg: Config, runs: list[str]) -> int:
-    from semacdr_dist.pipeline import stage_function  # noqa: F401  (keeps import order lazy)
-
     try:
         from semacdr_dist.evaluate.report import compare
     except ImportError:
         print("report: the evaluate stage is not built yet", file=sys.stderr)
         return 2
     out = compare([cfg.run_dir, *runs], cfg.run_dir)
-    print(out if isinstance(out, str) else f"report written under {cfg.run_dir}")
+    for kind, path in out.get("paths", {}).items():
+        print(f"{kind}: {path}")
     return 0
 
 
