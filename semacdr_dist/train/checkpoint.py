@@ -62,3 +62,30 @@ def write_state(directory: str, state: dict[str, Any]) -> None:
 def read_state(directory: str) -> dict[str, Any]:
     with open(os.path.join(directory, STATE_FILE)) as f:
         return json.load(f)
+
+
+def latest_complete_checkpoint(run, model_name: str, num_workers: int, zero_stage: int) -> str | None:
+    """URI of the newest checkpoint under `checkpoints/<model>/` whose files are all there.
+
+    Ray Train registers a reported checkpoint asynchronously: a run that dies right
+    after a report can leave a whole checkpoint on disk that Ray's own state does not
+    list yet. Resuming from it (rather than from scratch) loses nothing. Complete =
+    the parameters, the loop state, DeepSpeed's model states and, with ZeRO >= 1, the
+    optimizer shard of every rank.
+    """
+    root = ("checkpoints", model_name)
+    if not run.exists(*root):
+        return None
+    import pyarrow.fs as pafs
+
+    infos = run.fs.get_file_info(pafs.FileSelector(run.path(*root)))
+    names = sorted((i.base_name for i in infos
+                    if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")),
+                   reverse=True)
+    needed = [PARAMS_FILE, STATE_FILE, f"{DS_TAG}/mp_rank_00_model_states.pt"]
+    if zero_stage > 0:
+        needed += [f"{DS_TAG}/zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(num_workers)]
+    for name in names:
+        if all(run.exists(*root, name, f) for f in needed):
+            return run.uri_of(*root, name)
+    return None
