@@ -121,16 +121,7 @@ def iter_amazon(domains: list[AmazonDomainConfig], layout: str, chunk_rows: int 
         bad: list[tuple[int, str, str]] = []
 
         def flush(cols=cols, bad=bad, file=dom.metadata):
-            good, rej = check_items(items_table(cols), file)
-            pre = rejected_rows(file, [b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad]) if bad else None
-            for v in cols.values():
-                v.clear()
-            bad.clear()
-            if pre is not None:
-                import pyarrow as pa
-
-                rej = pre if rej is None else pa.concat_tables([pre, rej])
-            return Chunk("items", file, good, rej)
+            return _flush_chunk("items", file, check_items(items_table(cols), file), cols, bad)
 
         for row, rec, line in iter_json_lines(dom.metadata):
             if rec is None:
@@ -166,16 +157,7 @@ def iter_amazon(domains: list[AmazonDomainConfig], layout: str, chunk_rows: int 
         bad = []
 
         def flush_reviews(buf=buf, bad=bad, file=dom.reviews):
-            good, rej = check_timestamps(interactions_table(buf), file)
-            pre = rejected_rows(file, [b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad]) if bad else None
-            for v in buf.values():
-                v.clear()
-            bad.clear()
-            if pre is not None:
-                import pyarrow as pa
-
-                rej = pre if rej is None else pa.concat_tables([pre, rej])
-            return Chunk("interactions", file, good, rej)
+            return _flush_chunk("interactions", file, check_timestamps(interactions_table(buf), file), buf, bad)
 
         for row, rec, line in iter_json_lines(dom.reviews):
             if rec is None:
@@ -205,3 +187,17 @@ def iter_amazon(domains: list[AmazonDomainConfig], layout: str, chunk_rows: int 
 def read_amazon(domains: list[AmazonDomainConfig], layout: str) -> ReaderOutput:
     """Items and interactions of all domains; stops at the first bad row."""
     return collect(iter_amazon(domains, layout))
+
+
+def _flush_chunk(kind: str, file: str, checked, cols: dict[str, list], bad: list[tuple[int, str, str]]) -> Chunk:
+    """One chunk from the checked columns plus the rows rejected while parsing; clears the buffers."""
+    good, rej = checked
+    pre = rejected_rows(file, [b[0] for b in bad], [b[1] for b in bad], [b[2] for b in bad]) if bad else None
+    for v in cols.values():
+        v.clear()
+    bad.clear()
+    if pre is not None:
+        import pyarrow as pa
+
+        rej = pre if rej is None else pa.concat_tables([pre, rej])
+    return Chunk(kind, file, good, rej)
