@@ -30,7 +30,12 @@ import torch
 
 from semacdr_dist.data.batch import SequenceCollate, collate_rows
 from semacdr_dist.rundir import RunDir
-from semacdr_dist.train.checkpoint import DS_TAG, save_params, write_state
+from semacdr_dist.train.checkpoint import (
+    DS_TAG,
+    latest_complete_checkpoint,
+    save_params,
+    write_state,
+)
 from semacdr_dist.train.config import TrainConfig
 from semacdr_dist.train.scoring import metrics_from_sums, score_batches
 from semacdr_dist.train.state import append_metrics, load_inputs
@@ -140,8 +145,13 @@ def train_loop_per_worker(config: dict) -> None:
     device = engine.device
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and config.get("resume_from"):
-        checkpoint = ray.train.Checkpoint(config["resume_from"])
+    if checkpoint is None:
+        # Ray registers a reported checkpoint asynchronously: a group that dies right after
+        # a report (a worker restart, a killed driver) can have a whole checkpoint on disk
+        # that get_checkpoint() does not return yet. Then: our newest complete one, else a
+        # warm start from another run.
+        found = latest_complete_checkpoint(run, run_name, world, tcfg.zero_stage) or config.get("resume_from")
+        checkpoint = ray.train.Checkpoint(found) if found else None
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             _, client = engine.load_checkpoint(d, tag=DS_TAG)

@@ -61,12 +61,9 @@ def run_train(cfg: Config, run: RunDir, model_name: str) -> dict[str, Any]:
 def fit_deepspeed(run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0,
                   build_model: str | None = None) -> dict[str, Any]:
     """Ray Train + DeepSpeed fit (resuming if checkpoints exist), then export of the best checkpoint."""
-    from semacdr_dist.train.checkpoint import latest_complete_checkpoint
     from semacdr_dist.train.trainer import best_checkpoint, build_trainer
 
-    # Used by the loop only when Ray's restored run state holds no checkpoint.
-    on_disk = latest_complete_checkpoint(run, model_cfg.name, tcfg.num_workers, tcfg.zero_stage)
-    trainer = build_trainer(run, model_cfg, tcfg, seed=seed, build_model=build_model, resume_from=on_disk)
+    trainer = build_trainer(run, model_cfg, tcfg, seed=seed, build_model=build_model)
     try:
         result = trainer.fit()
     except Exception as err:  # Train V2 raises once max_failures is spent; rerunning the stage resumes
