@@ -80,9 +80,11 @@ def _models(args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
-        print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help", "help") else sys.stdout)
-        return 0 if argv and argv[0] in ("-h", "--help", "help") else 2
+    asked_help = bool(argv) and argv[0] in ("-h", "--help", "help")
+    if asked_help or not argv or argv[0] not in COMMANDS:
+        unknown = bool(argv) and not asked_help
+        print(_usage(), file=sys.stderr if unknown else sys.stdout)
+        return 0 if asked_help else 2
     command, rest = argv[0], argv[1:]
     if command == "models":
         return _models(rest)
