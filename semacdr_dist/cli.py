@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from semacdr_dist.config import Config, load_config
 from semacdr_dist.pipeline import STAGES, PipelineResult, run_pipeline, summary_table
+from semacdr_dist.rundir import StageIncomplete
 
 log = logging.getLogger("semacdr_dist")
 COMMANDS = (*STAGES, "pipeline", "report", "models", "config")
@@ -36,7 +37,11 @@ def _run_stages(cfg: Config, stages: tuple[str, ...]) -> int:
 
     t0 = time.perf_counter()
     with PeakRSS() as peak:
-        result = run_pipeline(cfg, stages=stages)
+        try:
+            result = run_pipeline(cfg, stages=stages)
+        except StageIncomplete as stop:
+            print(f"\n{stop}", file=sys.stderr)
+            return 3
     wall = time.perf_counter() - t0
     _print_summary(result, wall, peak.gib)
     return 0

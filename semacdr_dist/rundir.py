@@ -18,6 +18,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 
+class StageIncomplete(RuntimeError):
+    """A stage stopped on purpose before finishing (e.g. its time budget); rerun to continue."""
+
+
 class RunDir:
     """A run directory rooted at ``uri`` (``/abs/path``, ``file:///...``, ``s3://...``)."""
 

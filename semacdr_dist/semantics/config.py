@@ -59,6 +59,10 @@ class LLMConfig:
     temperature: float = 0.7  # some diversity; greedy decoding loops on small models
     top_p: float = 0.9
     repetition_penalty: float = 1.2  # small models repeat themselves without it
+    # Stop strings (vLLM `stop`; the hf backend cuts its output at the first one). Ending a
+    # view at its first sentence keeps it whole and, with a 135M model that ignores word
+    # limits (85% of views ran to max_tokens), cuts the tokens generated per view.
+    stop: list[str] = field(default_factory=list)
     prompts: Prompts = field(default_factory=Prompts)
     # Engines (one Ray actor each).
     num_engines: int = 1  # actor pool size; 2 on 2 cores gives no extra speed, only memory
@@ -78,6 +82,10 @@ class LLMConfig:
     # Validation: a view failing a rule is resampled up to max_retries times, then replaced
     # by a content-derived fallback (fallback=true).
     max_retries: int = 2  # resamples per view (the engine RNG advances: a new sample each time)
+    # A view that hit max_tokens inside its first sentence: false = "truncated" (resample);
+    # true = keep it, minus its last (possibly partial) word. Resampling a model that writes
+    # long sentences mostly buys another long sentence at full price.
+    keep_truncated: bool = False
     min_words: int = 5  # shorter (after trimming a truncated tail) = "too_short"
     max_words: int = 60  # longer = "over_long"
     repeat_ngram: int = 3  # n of the repeated-n-gram rule
@@ -89,6 +97,10 @@ class LLMConfig:
     min_faithfulness_agnostic: float = 0.05
     # Views: items per written views/ shard (what a SIGKILL can lose and a rerun redoes).
     shard_rows: int = 512
+    # Generation budget per run: after this many seconds no new batch starts, what is done is
+    # written (and exported to cache_path) and the stage stops unfinished; rerun to go on.
+    # For catalogs that take hours on a CPU (Food-Kitchen: 72k views). null = no limit.
+    max_generation_seconds: float | None = None
     regenerate: bool = False  # drop existing views of the current prompts and generate again
     # Portable view cache (parquet keyed by item content hash); import before, export after.
     cache_path: str | None = None

@@ -64,6 +64,7 @@ class VLLMGenerator:
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             repetition_penalty=cfg.repetition_penalty,
+            stop=list(cfg.stop) or None,  # the stop string itself is not in the output
         )
 
     def generate(self, conversations: list[list[dict[str, str]]]) -> list[Generation]:
@@ -120,14 +121,16 @@ class HFGenerator:
             for ids in new:
                 stop = next((i for i, t in enumerate(ids) if t in eos), None)
                 kept = ids if stop is None else ids[:stop]
-                out.append(
-                    Generation(
-                        self.tok.decode(kept, skip_special_tokens=True),
-                        len(kept) + (0 if stop is None else 1),
-                        "length" if stop is None else "stop",
-                    )
-                )
+                text, cut = cut_at_stop(self.tok.decode(kept, skip_special_tokens=True), cfg.stop)
+                finish = "stop" if stop is not None or cut else "length"
+                out.append(Generation(text, len(kept) + (0 if stop is None else 1), finish))
         return out
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """``text`` up to the earliest stop string (excluded, as vLLM does); whether one was found."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
 
 
 def make_generator(model_path: str, cfg: LLMConfig, seed: int) -> Generator:

@@ -60,12 +60,15 @@ def render_messages(prompt: ViewPrompt, item: dict[str, Any]) -> list[dict[str, 
 
 
 def sampling_dict(cfg: LLMConfig) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "max_tokens": cfg.max_tokens,
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "repetition_penalty": cfg.repetition_penalty,
     }
+    if cfg.stop:  # only when set: keys of views made without stop strings stay valid
+        out["stop"] = list(cfg.stop)
+    return out
 
 
 def prompt_sha(cfg: LLMConfig, view: str) -> str:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from semacdr_dist.config import Config
 from semacdr_dist.data.schemas import ITEMS, VIEW_NAMES, VIEWS, validate_table
-from semacdr_dist.rundir import RunDir
+from semacdr_dist.rundir import RunDir, StageIncomplete
 from semacdr_dist.semantics.cache import export_view_cache, import_view_cache
 from semacdr_dist.semantics.features import build_features
 from semacdr_dist.semantics.models import resolve_model
@@ -61,6 +61,15 @@ def _payloads(run: RunDir, batch_size: int, done: dict[str, np.ndarray]):
             items = table.take(pa.array(rows)).to_pylist()
             requests = [(j, v) for j, r in enumerate(rows) for v in VIEW_NAMES if missing[v][r]]
             yield items, requests
+
+
+def _until(deadline: float | None, payloads, stopped: list[bool]):
+    """``payloads`` until ``deadline`` (perf_counter); sets ``stopped[0]`` if it cut them short."""
+    for p in payloads:
+        if deadline is not None and time.perf_counter() > deadline:
+            stopped[0] = True
+            return
+        yield p
 
 
 def _split(payload):
@@ -103,7 +112,7 @@ def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: st
     problems: Counter[str] = Counter()
     if todo == 0:
         log.info("views: all %d items x %d views present for %s; nothing to generate", n_items, 2, llm.model)
-        return {**stats, "problems": {}, "seconds": 0.0, "engine_start_seconds": 0.0}
+        return {**stats, "complete": True, "problems": {}, "seconds": 0.0, "engine_start_seconds": 0.0}
     token = uuid.uuid4().hex[:8]
     pool = ActorPool(
         _make_view_actor(cfg, model_path, encoder_path, token),
@@ -121,8 +130,11 @@ def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: st
     seq = 0
     last_log = t0
     bar = tqdm(total=todo, desc="views", unit="view", mininterval=2.0, disable=None)
+    deadline = None if llm.max_generation_seconds is None else t0 + llm.max_generation_seconds
+    stopped = [False]
     try:
-        for (items, requests), result in pool.map_unordered(_payloads(run, llm.batch_size, done)):
+        payloads = _until(deadline, _payloads(run, llm.batch_size, done), stopped)
+        for (items, requests), result in pool.map_unordered(payloads):
             if result is None:  # these items kept killing engines: content fallbacks, never a hole
                 log.error("items %s: engine failed repeatedly; writing fallback views", [i["item_id"] for i in items])
                 result = generate_views(_NoEngine(), _NoEncoder(), items, requests, _no_retry(llm), shas)
@@ -154,6 +166,9 @@ def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: st
     ps = pool.stats
     return {
         **stats,
+        "complete": not stopped[0],
+        "run_id": token,
+        "finished_at": time.time(),
         "problems": dict(problems),
         "seconds": seconds,
         "engine_start_seconds": ps.start_seconds,
@@ -204,7 +219,19 @@ def run_semantics(cfg: Config, run: RunDir) -> dict:
         report["dropped_views"] = drop_views(run, llm.model, shas)
     if llm.cache_path:
         report["imported_from_cache"] = import_view_cache(run, llm.cache_path, llm.model, shas)
-    report["generation"] = generate_missing(cfg, run, model_path, encoder_path, shas)
+    report["generation"] = gen = generate_missing(cfg, run, model_path, encoder_path, shas)
+    if not gen["complete"]:
+        if llm.cache_path:
+            report["exported_to_cache"] = export_view_cache(run, llm.cache_path, llm.model, shas)
+        have = existing_keys(run, llm.model, shas)
+        report["views_present"] = {v: int(len(have[v])) for v in VIEW_NAMES}
+        run.write_json("semantics/partial.json", report)  # not done: features wait for every view
+        raise StageIncomplete(
+            f"semantics: stopped at llm.max_generation_seconds={llm.max_generation_seconds:g} after "
+            f"{gen['generated_views']} new views ({gen['items_per_s']:.2f} items/s); views present: "
+            f"{report['views_present']} of {count_items(run)} items each. Everything generated is in "
+            f"{run.uri_of('views')}; rerun the same command to continue."
+        )
     report["features"] = build_features(cfg, run, encoder_path, shas)
     if llm.cache_path:
         report["exported_to_cache"] = export_view_cache(run, llm.cache_path, llm.model, shas)

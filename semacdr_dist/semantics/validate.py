@@ -53,13 +53,20 @@ def banned_terms(item: dict[str, Any]) -> set[str]:
     return terms
 
 
-def clean(text: str, finish_reason: str) -> str:
-    """Strip whitespace/quotes; cut an unfinished tail if generation hit the token limit."""
+def clean(text: str, finish_reason: str, keep_truncated: bool = False) -> str:
+    """Strip whitespace/quotes; cut an unfinished tail if generation hit the token limit.
+
+    A truncated text with no complete sentence becomes "" (-> "truncated"), or with
+    ``keep_truncated`` loses only its last word, which may be cut mid-token.
+    """
     text = text.strip().strip('"').strip()
     text = re.sub(r"\s+", " ", text)
     if finish_reason == "length":
         ends = [m.end() for m in _SENTENCE_END.finditer(text)]
-        text = text[: ends[-1]] if ends else ""
+        if ends:
+            text = text[: ends[-1]]
+        else:
+            text = text.rsplit(" ", 1)[0].rstrip(",;:-–—(") if keep_truncated and " " in text else ""
     return text.strip()
 
 

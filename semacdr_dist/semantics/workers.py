@@ -87,7 +87,7 @@ def generate_views(
                 continue
             tokens[r] += out.tokens
             i, view = requests[r]
-            text = clean(out.text, out.finish_reason)
+            text = clean(out.text, out.finish_reason, cfg.keep_truncated)
             problem = check_view(text, view, items[i], cfg, echo[view])
             if problem in ("empty", "too_short") and out.finish_reason == "length":
                 problem = "truncated"  # hit max_tokens before finishing a sentence

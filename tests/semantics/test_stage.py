@@ -147,6 +147,32 @@ def test_bad_outputs_fall_back(ray_local, tmp_path):
     assert report["per_view"]["smollm2-135m-instruct"]["specific"]["fallback_rate"] == 1.0
 
 
+def test_generation_budget_stops_keeps_and_resumes(ray_local, tmp_path):
+    """A time-boxed run writes (and exports) what it finished, then a rerun completes it."""
+    from semacdr_dist.rundir import StageIncomplete
+
+    run = RunDir(tmp_path / "run")
+    write_items(run, N)
+    cache = str(tmp_path / "cache")
+    # One engine, two batches in flight, both taken before the 0.5 s deadline; the next
+    # payload is asked for only after a batch finished (seconds later), so it is refused.
+    cfg = small_config("llm.num_engines=1", "llm.batch_size=2", "llm.max_batches_in_flight=2",
+                       "llm.max_generation_seconds=0.5",
+                       f"llm.cache_path={cache}")  # fmt: skip
+    with pytest.raises(StageIncomplete, match="rerun the same command"):
+        run_semantics(cfg, run)
+    partial = run.read_json("semantics/partial.json")
+    assert not partial["generation"]["complete"]
+    assert partial["generation"]["generated_views"] == 8  # 2 batches x 2 items x 2 views
+    assert partial["views_present"] == {"specific": 4, "agnostic": 4}
+    assert partial["exported_to_cache"] == 8
+    assert not run.is_done("semantics") and not run.list_files("features")
+    report = run_semantics(small_config("llm.num_engines=1", f"llm.cache_path={cache}"), run)
+    assert report["generation"]["complete"] and report["generation"]["generated_views"] == 2 * N - 8
+    assert_exact_keys(run, cfg)
+    assert run.is_done("semantics")
+
+
 def test_engine_actor_killed_midrun_loses_nothing(ray_local, tmp_path):
     import ray
 

@@ -94,6 +94,30 @@ def test_clean_cuts_unfinished_tail():
     assert clean("No final period", "stop") == "No final period"
 
 
+def test_keep_truncated_drops_only_the_cut_word():
+    # A finished sentence inside the text still wins; otherwise the partial last word goes.
+    assert clean("A sturdy pan. It also bakes corn", "length", keep_truncated=True) == "A sturdy pan."
+    assert clean("A sturdy pan for searing and baking bre", "length", keep_truncated=True) == (
+        "A sturdy pan for searing and baking"
+    )
+    assert clean("A sturdy pan for searing, bak", "length", keep_truncated=True) == "A sturdy pan for searing"
+    assert clean("Unbroken", "length", keep_truncated=True) == ""  # nothing left -> "truncated"
+
+
+def test_stop_strings_cut_like_vllm_and_key_the_views():
+    from semacdr_dist.semantics.engines import cut_at_stop
+    from semacdr_dist.semantics.prompts import prompt_sha, sampling_dict
+
+    stops = [". ", "! ", "\n"]
+    assert cut_at_stop("A pan for eggs. Also bread!", stops) == ("A pan for eggs", True)
+    assert cut_at_stop("Line one\nLine two. x", stops) == ("Line one", True)
+    assert cut_at_stop("No stop here.", stops) == ("No stop here.", False)
+    plain, stopped = LLMConfig(), LLMConfig(stop=stops)
+    assert "stop" not in sampling_dict(plain)  # views made before stop strings keep their keys
+    assert sampling_dict(stopped)["stop"] == stops
+    assert prompt_sha(plain, "specific") != prompt_sha(stopped, "specific")
+
+
 def test_fallbacks_are_never_empty_and_agnostic_avoids_the_domain():
     cfg = LLMConfig()
     spec = fallback_text("specific", ITEM, cfg)
