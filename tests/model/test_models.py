@@ -153,3 +153,17 @@ def test_histories_longer_than_max_len_are_truncated_to_the_most_recent(name, ca
     batch = make_batch(catalog, 8, max_len=12)
     short = {k: (v[:, -6:] if v.dim() == 2 else v) for k, v in batch.items()}
     torch.testing.assert_close(model.user_vectors(batch), model.user_vectors(short))
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_batch_width_changes_cost_not_outputs(name, catalog, features):
+    """Collate pads to the batch's longest history; extra left padding changes nothing."""
+    model = build_model(small_cfg(name), catalog, features).eval()
+    rows = make_rows(catalog, 8, max_hist=5)
+    batch = collate_rows(rows, 12, catalog.domains)
+    assert batch["history"].shape[1] == max(len(r["history"]) for r in rows) <= 5
+    wide = {k: v for k, v in batch.items()}
+    pad = torch.full((8, 7), -1, dtype=torch.int64)
+    wide["history"] = torch.cat([pad, batch["history"]], 1)
+    wide["history_domain"] = torch.cat([pad, batch["history_domain"]], 1)
+    torch.testing.assert_close(model.user_vectors(batch), model.user_vectors(wide), rtol=1e-5, atol=1e-5)
