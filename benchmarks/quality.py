@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from semacdr_dist.config import load_config  # noqa: E402
-from semacdr_dist.rundir import RunDir  # noqa: E402
+from semacdr_dist.rundir import RunDir, StageIncomplete  # noqa: E402
 from semacdr_dist.runtime import ray_session  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -60,6 +60,53 @@ def link_inputs(base: RunDir, run_dir: Path) -> None:
         src, dst = Path(base.local_path(name)), run_dir / name
         if src.exists() and not dst.exists():
             dst.symlink_to(src)
+
+
+def update_cache_manifest(cache: str, base: RunDir, cfg) -> dict:
+    """MANIFEST.json beside the cached views: model, prompt_sha, counts, generation time.
+
+    Each run that generated views appends its own figures, so a cache built over
+    several resumable chunks still says how long the whole catalog took.
+    """
+    import pyarrow.parquet as pq
+
+    from semacdr_dist.semantics.prompts import prompt_sha, sampling_dict
+
+    path = Path(cache) / "MANIFEST.json"
+    manifest = json.loads(path.read_text()) if path.exists() else {"runs": []}
+    report = None
+    for name in ("semantics/report.json", "semantics/partial.json"):
+        if base.exists(name):
+            candidate = base.read_json(name)
+            when = candidate.get("generation", {}).get("finished_at", 0)
+            if report is None or when > report.get("generation", {}).get("finished_at", 0):
+                report = candidate
+    gen = (report or {}).get("generation", {})
+    if gen.get("generated_views") and gen.get("run_id") not in {r.get("run_id") for r in manifest["runs"]}:
+        manifest["runs"].append({k: gen.get(k) for k in (
+            "run_id", "generated_views", "fallbacks", "tokens", "seconds", "items_per_s", "tokens_per_s")})
+    shas = {v: prompt_sha(cfg.llm, v) for v in ("specific", "agnostic")}
+    views = pq.read_table(Path(cache), columns=["view", "model", "prompt_sha", "fallback", "generated_tokens"])
+    items = sum(pq.ParquetFile(Path(base.local_path("items")) / f).metadata.num_rows for f in base.list_files("items"))
+    per_view = {}
+    for view, sha in shas.items():
+        rows = [r for r in views.to_pylist() if r["view"] == view and r["prompt_sha"] == sha and r["model"] == cfg.llm.model]
+        per_view[view] = {"prompt_sha": sha, "views": len(rows), "fallbacks": sum(r["fallback"] for r in rows)}
+    manifest.update({
+        "model": cfg.llm.model,
+        "backend": cfg.llm.backend,
+        "sampling": sampling_dict(cfg.llm),
+        "catalog_items": items,
+        "views": per_view,
+        "complete": all(v["views"] >= items for v in per_view.values()),
+        "generation_seconds": sum(r["seconds"] or 0 for r in manifest["runs"]),
+        "generated_tokens": sum(r["tokens"] or 0 for r in manifest["runs"]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "updated": time.strftime("%Y-%m-%d %H:%M"),
+    })
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
 
 def headline(metrics: dict[str, float], domains: list[str], split: str = "test") -> dict[str, float]:
@@ -104,6 +151,10 @@ def main() -> int:
     ap.add_argument("--run-root", default=str(REPO / "runs" / "quality"))
     ap.add_argument("--cache", default=None, help="view cache (default benchmarks/cache/<data>)")
     ap.add_argument("--out", default=str(RESULTS / "quality"))
+    ap.add_argument("--views-only", action="store_true",
+                    help="prepare + semantics only (fill the view cache), no training")
+    ap.add_argument("--views-budget", type=float, default=None, metavar="SECONDS",
+                    help="stop generating after this long, export what is done; rerun to go on")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args()
 
@@ -112,6 +163,8 @@ def main() -> int:
     common = [*DATA[args.data], f"llm.cache_path={cache}", *args.overrides]
     if args.data == "food_kitchen":
         common.append(f"data.path={args.data_path}")
+    if args.views_budget is not None:
+        common.append(f"llm.max_generation_seconds={args.views_budget}")
     t0 = time.perf_counter()
     base_cfg = load_config([*common, "model=semacdr", f"run_dir={base_dir}"])
     base = RunDir(base_cfg.run_dir)
@@ -123,7 +176,16 @@ def main() -> int:
     per_variant: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
     with ray_session(base_cfg.ray):
         run_prepare(base_cfg, base)
-        run_semantics(base_cfg, base)
+        try:
+            run_semantics(base_cfg, base)
+        except StageIncomplete as stop:
+            manifest = update_cache_manifest(cache, base, base_cfg)
+            print(f"{stop}\ncache: {cache} {json.dumps(manifest['views'])}", flush=True)
+            return 3
+        manifest = update_cache_manifest(cache, base, base_cfg)
+        print(f"cache: {cache} {json.dumps(manifest['views'])}", flush=True)
+        if args.views_only:
+            return 0
         domains = base.read_json("stats.json")["domains"]
         for seed in args.seeds:
             for variant in args.variants:
