@@ -81,6 +81,14 @@ def test_run_evaluate_equals_full_sort_predict(ray_local, tmp_path):
         ranks = target_ranks(order, table["target"].to_numpy())
         for name, v in rank_metrics(ranks, [1, 5, 10, 20, 50]).items():
             assert result["metrics"][f"{split}/{name}"] == pytest.approx(v, abs=1e-9), (split, name)
+        # the trainer's in-process validation scorer follows the same protocol (given the
+        # full history: collate wider than the model's max_len, which the model truncates)
+        from semacdr_dist.train.scoring import metrics_from_sums, score_batches
+
+        full = collate_rows(table, 64, DOMAINS)
+        inproc = metrics_from_sums(score_batches(model, [full], item_domain), prefix=f"{split}/")
+        for name in ("hr@10", "ndcg@10", "mrr@10"):
+            assert inproc[f"{split}/{name}"] == pytest.approx(result["metrics"][f"{split}/{name}"], abs=1e-9), name
 
     for f in ("metrics.json", "report.md", "ndcg_at_k.png", "cold_warm.png", "_SUCCESS.json"):
         assert run.exists("eval", "sasrec", f), f

@@ -12,7 +12,6 @@ from semacdr_dist.train.config import TrainConfig
 from semacdr_dist.train.deepspeed_config import render_deepspeed_config, total_optimizer_steps
 from semacdr_dist.train.scoring import (
     metrics_from_sums,
-    ndcg_of_rank,
     rank_metric_sums,
     target_ranks,
 )
@@ -74,17 +73,19 @@ def test_unknown_key_fails_at_composition():
 def test_rank_metrics_hand_computed():
     # 5 items, domains [0, 0, 1, 0, 1]; two users with target domain 0 and 1.
     item_domain = torch.tensor([0, 0, 1, 0, 1])
-    scores = torch.tensor([[0.1, 0.9, 5.0, 0.5, 9.0],   # target 3 (0.5): only item 1 beats it in domain 0 -> rank 1
-                           [9.0, 9.0, 0.2, 9.0, 0.1]])  # target 4 (0.1): item 2 beats it in domain 1 -> rank 1
-    batch = {"target": torch.tensor([3, 4]), "target_domain": torch.tensor([0, 1])}
-    ranks = target_ranks(scores, batch, item_domain)
-    assert ranks.tolist() == [1, 1]
-    # ties count against the target
-    tied = target_ranks(torch.zeros(1, 5), {"target": torch.tensor([0]), "target_domain": torch.tensor([0])},
-                        item_domain)
-    assert tied.tolist() == [0]
-    m = metrics_from_sums(rank_metric_sums(torch.tensor([0, 1, 12])))
-    assert m["valid/hr@10"] == pytest.approx(2 / 3)
-    assert m["valid/ndcg@10"] == pytest.approx((1.0 + 1 / math.log2(3)) / 3)
-    assert m["valid/mrr"] == pytest.approx((1 + 1 / 2 + 1 / 13) / 3)
-    assert ndcg_of_rank(0) == 1.0 and ndcg_of_rank(10) == 0.0
+    scores = torch.tensor([[0.1, 0.9, 5.0, 0.5, 9.0],   # target 3 (0.5): only item 1 beats it in domain 0 -> rank 2
+                           [9.0, 9.0, 0.2, 9.0, 0.1]])  # target 4 (0.1): item 2 beats it in domain 1 -> rank 2
+    no_history = torch.full((2, 3), -1)
+    batch = {"target": torch.tensor([3, 4]), "target_domain": torch.tensor([0, 1]), "history": no_history}
+    assert target_ranks(scores, batch, item_domain).tolist() == [2, 2]
+    # history items leave the candidates; a target already in the history is a miss (0)
+    batch["history"] = torch.tensor([[-1, 1, 0], [-1, -1, 4]])
+    assert target_ranks(scores, batch, item_domain).tolist() == [1, 0]
+    # ties are broken by item id, as in the evaluate stage
+    tied = {"target": torch.tensor([1, 3]), "target_domain": torch.tensor([0, 0]), "history": torch.full((2, 1), -1)}
+    assert target_ranks(torch.zeros(2, 5), tied, item_domain).tolist() == [2, 3]
+    m = metrics_from_sums(rank_metric_sums(torch.tensor([1, 2, 13, 0])))
+    assert m["valid/hr@10"] == pytest.approx(2 / 4)
+    assert m["valid/ndcg@10"] == pytest.approx((1.0 + 1 / math.log2(3)) / 4)
+    assert m["valid/mrr@10"] == pytest.approx((1 + 1 / 2) / 4)
+    assert m["valid/count"] == 4
