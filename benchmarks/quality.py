@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -157,6 +158,7 @@ def main() -> int:
                     help="stop generating after this long, export what is done; rerun to go on")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     cache = args.cache or str(REPO / "benchmarks" / "cache" / args.data.replace("_", "-"))
     base_dir = Path(args.run_root) / args.data
