@@ -49,6 +49,11 @@ class TrainConfig:
     max_failures: int = 2
     # Rows in Ray Data's local shuffle buffer per worker (0 = no shuffle); a few batches' worth.
     shuffle_buffer: int = 2048
+    # Length bucketing: draw batch_size x this many (shuffled) rows, sort them by history
+    # length, cut them into batches and shuffle the batch order. A batch is padded to its
+    # longest history, so its cost follows its rows' lengths, not the longest of 128 random
+    # rows (Food-Kitchen: mean history 5.8, mean random-batch width 41.7). 1 = off.
+    length_buckets: int = 8
     # Validate (and checkpoint) every this many epochs.
     valid_every: int = 1
     # Valid sequences scored per validation (0 = all); caps validation time on big runs.

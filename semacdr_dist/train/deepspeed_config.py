@@ -23,7 +23,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise ValueError(f"train.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
-    for name in ("num_workers", "epochs", "batch_size", "grad_accum", "valid_every", "eval_batch_size"):
+    for name in ("num_workers", "epochs", "batch_size", "grad_accum", "valid_every", "eval_batch_size",
+                 "length_buckets"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
     for name in ("warmup", "patience", "shuffle_buffer", "max_failures", "valid_max_examples"):

@@ -114,6 +114,36 @@ def _all_reduce(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.cpu()
 
 
+def length_buckets(batch: dict[str, np.ndarray], size: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """Rows of ``batch`` cut into batches of ``size`` rows of similar history length, in random order.
+
+    Ties in length are broken at random, so which rows share a batch still varies by epoch.
+    """
+    n = len(batch["target"])
+    lengths = np.fromiter((len(h) for h in batch["history"]), dtype=np.float64, count=n)
+    order = np.argsort(lengths + rng.random(n), kind="stable")
+    chunks = [order[i : i + size] for i in range(0, n, size)]
+    rng.shuffle(chunks)
+    return [{k: v[idx] for k, v in batch.items()} for idx in chunks]
+
+
+def _epoch_batches(shard, tcfg: TrainConfig, collate, seed: int):
+    """One epoch of collated batches from the worker's Ray Data shard (shuffled, maybe bucketed).
+
+    Every rank has the same number of rows (equal split), so bucketing keeps the ranks'
+    step counts equal: each draw of batch_size x k rows becomes ceil(rows / batch_size) batches.
+    """
+    shuffle = dict(local_shuffle_buffer_size=tcfg.shuffle_buffer or None,
+                   local_shuffle_seed=seed if tcfg.shuffle_buffer else None)
+    if tcfg.length_buckets <= 1:
+        yield from shard.iter_torch_batches(batch_size=tcfg.batch_size, collate_fn=collate, **shuffle)
+        return
+    rng = np.random.default_rng(seed)
+    for big in shard.iter_batches(batch_size=tcfg.batch_size * tcfg.length_buckets, batch_format="numpy", **shuffle):
+        for batch in length_buckets(big, tcfg.batch_size, rng):
+            yield collate(batch)
+
+
 def train_loop_per_worker(config: dict) -> None:
     import deepspeed
     import ray.train
@@ -174,12 +204,7 @@ def train_loop_per_worker(config: dict) -> None:
         engine.train()
         t0 = time.perf_counter()
         loss_sum, rows, steps = 0.0, 0, 0
-        for batch in shard.iter_torch_batches(
-            batch_size=tcfg.batch_size,
-            collate_fn=collate,
-            local_shuffle_buffer_size=tcfg.shuffle_buffer or None,
-            local_shuffle_seed=config["seed"] + 1000 * epoch + rank if tcfg.shuffle_buffer else None,
-        ):
+        for batch in _epoch_batches(shard, tcfg, collate, config["seed"] + 1000 * epoch + rank):
             loss, _ = engine(batch)
             engine.backward(loss)
             engine.step()
