@@ -48,7 +48,10 @@ VARIANTS: dict[str, list[str]] = {
     "semacdr-no_gate": ["model=semacdr", "model.gate=mean"],
 }
 DATA = {
-    "food_kitchen": ["data=food_kitchen"],
+    # 36,298 items: the full softmax makes SemaCDR's multiview tower encode every item on
+    # every step (141 vs 819 seq/s measured at Food-Kitchen size), so every trainable model
+    # uses sampled softmax with logQ correction here (within 2% of the full softmax, tests).
+    "food_kitchen": ["data=food_kitchen", "model.loss=sampled"],
     "synthetic": ["data=synthetic"],
     "synthetic_small": ["data=synthetic_small"],
 }
