@@ -80,7 +80,7 @@ t0 = time.perf_counter()
 llm = LLM({model!r}, dtype=cfg.dtype, max_model_len=cfg.max_model_len, seed=0, enforce_eager=True)
 start = time.perf_counter() - t0
 params = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                        repetition_penalty=cfg.repetition_penalty)
+                        repetition_penalty=cfg.repetition_penalty, stop=list(cfg.stop) or None)
 t0 = time.perf_counter()
 outs = llm.chat(convs, params, use_tqdm=False)
 sec = time.perf_counter() - t0
