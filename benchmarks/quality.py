@@ -90,12 +90,14 @@ def update_cache_manifest(cache: str, base: RunDir, cfg) -> dict:
         manifest["runs"].append({k: gen.get(k) for k in (
             "run_id", "generated_views", "fallbacks", "tokens", "seconds", "items_per_s", "tokens_per_s")})
     shas = {v: prompt_sha(cfg.llm, v) for v in ("specific", "agnostic")}
-    views = pq.read_table(Path(cache), columns=["view", "model", "prompt_sha", "fallback", "generated_tokens"])
+    cols = ["view", "model", "prompt_sha", "fallback"]
+    cached = RunDir(cache)  # its parquet files only (MANIFEST.json and README.md sit beside them)
+    rows = [r for f in cached.list_files() for r in pq.read_table(cached.path(f), columns=cols).to_pylist()]
     items = sum(pq.ParquetFile(Path(base.local_path("items")) / f).metadata.num_rows for f in base.list_files("items"))
     per_view = {}
     for view, sha in shas.items():
-        rows = [r for r in views.to_pylist() if r["view"] == view and r["prompt_sha"] == sha and r["model"] == cfg.llm.model]
-        per_view[view] = {"prompt_sha": sha, "views": len(rows), "fallbacks": sum(r["fallback"] for r in rows)}
+        mine = [r for r in rows if r["view"] == view and r["prompt_sha"] == sha and r["model"] == cfg.llm.model]
+        per_view[view] = {"prompt_sha": sha, "views": len(mine), "fallbacks": sum(r["fallback"] for r in mine)}
     manifest.update({
         "model": cfg.llm.model,
         "backend": cfg.llm.backend,

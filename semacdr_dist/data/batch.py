@@ -63,7 +63,8 @@ def collate_numpy(
 def to_torch(batch: Mapping[str, np.ndarray], device: Any = None) -> dict[str, Any]:
     import torch
 
-    return {k: torch.as_tensor(v, device=device) for k, v in batch.items()}
+    # Ray Data hands out read-only arrays; torch warns on (and must not write through) them.
+    return {k: torch.as_tensor(v if v.flags.writeable else v.copy(), device=device) for k, v in batch.items()}
 
 
 class SequenceCollate(_CollateBase):
