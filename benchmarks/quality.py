@@ -126,6 +126,22 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+TARGETS = {"domain": 1.15, "cold": 1.3}
+
+
+def target_verdicts(ratios: dict[str, float], domains: list[str]) -> list[str]:
+    """One line per target: the measured ratio, met or short by how much."""
+    wanted = {f"test/{d}/ndcg@10": TARGETS["domain"] for d in domains}
+    wanted["test/cold/ndcg@10"] = TARGETS["cold"]
+    out = []
+    for key, goal in wanted.items():
+        if key in ratios:
+            r = ratios[key]
+            verdict = "met" if r >= goal else f"short by {goal - r:.3f} ({(goal - r) / goal:.0%} of the goal)"
+            out.append(f"{key.removeprefix('test/')}: {r:.3f} vs {goal} — {verdict}")
+    return out
+
+
 def markdown(result: dict) -> str:
     cols = result["columns"]
     lines = [
@@ -145,6 +161,10 @@ def markdown(result: dict) -> str:
     if result.get("ratios"):
         lines += ["", "Ratios of means, SemaCDR / SASRec (ID):", ""]
         lines += [f"- {k}: {v:.3f}" for k, v in result["ratios"].items()]
+        verdicts = target_verdicts(result["ratios"], result.get("domains", []))
+        if verdicts:
+            lines += ["", "Targets (issue 8): SemaCDR / SASRec NDCG@10 >= 1.15 in each domain, >= 1.3 on cold-start users:", ""]
+            lines += [f"- {v}" for v in verdicts]
     return "\n".join(lines) + "\n"
 
 
@@ -228,6 +248,7 @@ def main() -> int:
         "columns": columns,
         "table": table,
         "ratios": ratios,
+        "domains": domains,
         "runs": per_variant,
     }
     out = Path(args.out)
