@@ -75,6 +75,7 @@ def update_cache_manifest(cache: str, base: RunDir, cfg) -> dict:
     import pyarrow.parquet as pq
 
     from semacdr_dist.semantics.prompts import prompt_sha, sampling_dict
+    from semacdr_dist.semantics.stage import count_items
 
     path = Path(cache) / "MANIFEST.json"
     manifest = json.loads(path.read_text()) if path.exists() else {"runs": []}
@@ -93,7 +94,7 @@ def update_cache_manifest(cache: str, base: RunDir, cfg) -> dict:
     cols = ["view", "model", "prompt_sha", "fallback"]
     cached = RunDir(cache)  # its parquet files only (MANIFEST.json and README.md sit beside them)
     rows = [r for f in cached.list_files() for r in pq.read_table(cached.path(f), columns=cols).to_pylist()]
-    items = sum(pq.ParquetFile(Path(base.local_path("items")) / f).metadata.num_rows for f in base.list_files("items"))
+    items = count_items(base)
     per_view = {}
     for view, sha in shas.items():
         mine = [r for r in rows if r["view"] == view and r["prompt_sha"] == sha and r["model"] == cfg.llm.model]

@@ -220,9 +220,9 @@ def run_semantics(cfg: Config, run: RunDir) -> dict:
     if llm.cache_path:
         report["imported_from_cache"] = import_view_cache(run, llm.cache_path, llm.model, shas)
     report["generation"] = gen = generate_missing(cfg, run, model_path, encoder_path, shas)
+    if llm.cache_path:  # before features: finished views reach the cache even if the rest fails
+        report["exported_to_cache"] = export_view_cache(run, llm.cache_path, llm.model, shas)
     if not gen["complete"]:
-        if llm.cache_path:
-            report["exported_to_cache"] = export_view_cache(run, llm.cache_path, llm.model, shas)
         have = existing_keys(run, llm.model, shas)
         report["views_present"] = {v: int(len(have[v])) for v in VIEW_NAMES}
         run.write_json("semantics/partial.json", report)  # not done: features wait for every view
@@ -233,8 +233,6 @@ def run_semantics(cfg: Config, run: RunDir) -> dict:
             f"{run.uri_of('views')}; rerun the same command to continue."
         )
     report["features"] = build_features(cfg, run, encoder_path, shas)
-    if llm.cache_path:
-        report["exported_to_cache"] = export_view_cache(run, llm.cache_path, llm.model, shas)
     report.update(faithfulness_summary(run, llm.model, shas))
     report["seconds"] = time.perf_counter() - t0
     run.write_json("semantics/report.json", report)
