@@ -29,7 +29,18 @@ def test_markdown_table_has_mean_sd_ratios_and_command():
     ratios = {c: table["semacdr"][c]["mean"] / table["sasrec"][c]["mean"] for c in cols}
     md = quality.markdown({"command": "python benchmarks/quality.py", "data": "food_kitchen", "seeds": [0, 1],
                            "machine": "x86_64, 2 cores", "seconds": 60.0, "columns": cols, "table": table,
-                           "ratios": ratios, "domains": ["food"]})
+                           "ratios": ratios, "domains": ["food"], "runs": rows,
+                           "protocol": {"loss": "sampled", "epochs": 1},
+                           "train_seconds": {"semacdr": [60.0, 180.0], "sasrec": []}})
     assert "Command: `python benchmarks/quality.py`" in md
-    assert "| semacdr | 0.4000 ± 0.1414 | 0.3000 ± 0.1414 |" in md
+    assert "| semacdr | 2 | 0.4000 ± 0.1414 | 0.3000 ± 0.1414 | 2.0 |" in md
+    assert "| sasrec | 2 | 0.2000 ± 0.0000 | 0.2000 ± 0.0000 | – |" in md
+    assert "Training, every variant: loss sampled, epochs 1." in md
     assert "- test/ndcg@10: 2.000" in md and "food/ndcg@10: 1.500 vs 1.15 — met" in md
+
+
+def test_run_order_finishes_headline_models_before_ablations_seed_by_seed():
+    order = quality.run_order(["semacdr", "sasrec", "semacdr-no_gate", "semacdr-content_only"], [0, 1])
+    assert order == [("semacdr", 0), ("semacdr", 1), ("sasrec", 0), ("sasrec", 1),
+                     ("semacdr-no_gate", 0), ("semacdr-content_only", 0),
+                     ("semacdr-no_gate", 1), ("semacdr-content_only", 1)]

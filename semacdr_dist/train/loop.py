@@ -41,6 +41,8 @@ from semacdr_dist.train.scoring import metrics_from_sums, score_batches
 from semacdr_dist.train.state import append_metrics, load_inputs
 
 log = logging.getLogger(__name__)
+# Seconds between rank 0's progress lines within an epoch.
+PROGRESS_EVERY_S = 60.0
 
 
 def _worker_logging() -> None:
@@ -204,6 +206,7 @@ def train_loop_per_worker(config: dict) -> None:
         engine.train()
         t0 = time.perf_counter()
         loss_sum, rows, steps = 0.0, 0, 0
+        next_progress = t0 + PROGRESS_EVERY_S
         for batch in _epoch_batches(shard, tcfg, collate, config["seed"] + 1000 * epoch + rank):
             loss, _ = engine(batch)
             engine.backward(loss)
@@ -211,6 +214,12 @@ def train_loop_per_worker(config: dict) -> None:
             loss_sum += float(loss.detach().float()) * len(batch["target"])
             rows += len(batch["target"])
             steps += 1
+            if rank == 0 and time.perf_counter() >= next_progress:
+                # Long epochs (millions of rows) would otherwise be silent until validation.
+                now = time.perf_counter()
+                log.info("%s epoch %d: %d steps, %d rows on rank 0, %.0f seq/s per rank, loss %.4f",
+                         run_name, epoch, steps, rows, rows / (now - t0), loss_sum / max(rows, 1))
+                next_progress = now + PROGRESS_EVERY_S
             if rank == tcfg.fail_rank and epoch == tcfg.fail_at_epoch and steps == 1:
                 marker = f"train/{run_name}/_fault_injected_rank{rank}.json"
                 if not run.exists(marker):
