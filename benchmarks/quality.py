@@ -180,6 +180,7 @@ def markdown(result: dict) -> str:
         f"Command: `{result['command']}`",
         f"Data: {result['data']}; seeds {result['seeds']}; split `test`; candidates: target-domain catalog "
         "(full ranking), and 100 sampled target-domain negatives (`sampled/`).",
+        *([f"Tabulated from the finished runs by: `{result['tabulated_by']}`"] if result.get("tabulated_by") else []),
         f"Machine: {result['machine']}; this invocation took {result['seconds'] / 60:.1f} min "
         "(finished runs are reused, so a resumed table counts only what it redid).",
     ]
@@ -204,6 +205,9 @@ def markdown(result: dict) -> str:
         if verdicts:
             lines += ["", "Targets (issue 8): SemaCDR / SASRec NDCG@10 >= 1.15 in each domain, >= 1.3 on cold-start users:", ""]
             lines += [f"- {v}" for v in verdicts]
+    if result.get("vs_strongest"):
+        lines += ["", f"Ratios of means, SemaCDR / {result['strongest_baseline']} (the strongest baseline by test NDCG@10):", ""]
+        lines += [f"- {k}: {v:.3f}" for k, v in result["vs_strongest"].items()]
     if result.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
@@ -246,37 +250,49 @@ def main() -> int:
     per_variant: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
     train_seconds: dict[str, list[float]] = {v: [] for v in args.variants}
     protocol: dict = {}
-    with ray_session(base_cfg.ray):
-        run_prepare(base_cfg, base)
-        try:
-            run_semantics(base_cfg, base)
-        except StageIncomplete as stop:
-            manifest = update_cache_manifest(cache, base, base_cfg)
-            print(f"{stop}\ncache: {cache} {json.dumps(manifest['views'])}", flush=True)
-            return 3
-        manifest = update_cache_manifest(cache, base, base_cfg)
-        print(f"cache: {cache} {json.dumps(manifest['views'])}", flush=True)
-        if args.views_only:
-            return 0
+
+    def run_all(finished_only: bool) -> None:
+        nonlocal protocol
         domains = base.read_json("stats.json")["domains"]
         for variant, seed in run_order(args.variants, args.seeds):
-                run_dir = base_dir / f"seed{seed}" / variant
-                link_inputs(base, run_dir)
-                cfg = load_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
-                run = RunDir(cfg.run_dir)
-                if args.only_finished and not run.is_done(f"eval/{cfg.model.name}"):
+            run_dir = base_dir / f"seed{seed}" / variant
+            cfg = load_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
+            run = RunDir(cfg.run_dir)
+            name = cfg.model.name
+            if finished_only:
+                if not run.is_done(f"eval/{name}"):
                     continue
-                trained = run_train(cfg, run, cfg.model.name)
-                train_seconds[variant].append(float(trained.get("seconds") or 0.0))
-                protocol = protocol or {
-                    "loss": cfg.model.loss, "epochs": cfg.train.epochs, "num_workers": cfg.train.num_workers,
-                    "batch_size": cfg.train.batch_size, "lr": cfg.train.lr, "patience": cfg.train.patience,
-                    "train_examples": cfg.data.train_examples,
-                }
-                result = run_evaluate(cfg, run, cfg.model.name)
-                metrics = result.get("metrics", result)
-                per_variant[variant].append(headline(metrics, domains))
-                print(f"seed {seed} {variant}: {per_variant[variant][-1]}", flush=True)
+                trained, evaluated = run.read_json(f"train/{name}/_SUCCESS.json"), run.read_json(f"eval/{name}/metrics.json")
+            else:
+                link_inputs(base, run_dir)
+                trained = run_train(cfg, run, name)
+                evaluated = run_evaluate(cfg, run, name)
+            train_seconds[variant].append(float(trained.get("seconds") or 0.0))
+            protocol = protocol or {
+                "loss": cfg.model.loss, "epochs": cfg.train.epochs, "num_workers": cfg.train.num_workers,
+                "batch_size": cfg.train.batch_size, "lr": cfg.train.lr, "patience": cfg.train.patience,
+                "train_examples": cfg.data.train_examples,
+            }
+            per_variant[variant].append(headline(evaluated.get("metrics", evaluated), domains))
+            print(f"seed {seed} {variant}: {per_variant[variant][-1]}", flush=True)
+
+    if args.only_finished:
+        run_all(finished_only=True)  # reads files only: no Ray session, nothing trained
+    else:
+        with ray_session(base_cfg.ray):
+            run_prepare(base_cfg, base)
+            try:
+                run_semantics(base_cfg, base)
+            except StageIncomplete as stop:
+                manifest = update_cache_manifest(cache, base, base_cfg)
+                print(f"{stop}\ncache: {cache} {json.dumps(manifest['views'])}", flush=True)
+                return 3
+            manifest = update_cache_manifest(cache, base, base_cfg)
+            print(f"cache: {cache} {json.dumps(manifest['views'])}", flush=True)
+            if args.views_only:
+                return 0
+            run_all(finished_only=False)
+    domains = base.read_json("stats.json")["domains"]
 
     columns = sorted({k for rows in per_variant.values() for r in rows for k in r},
                      key=lambda k: (k.count("/"), k))
@@ -285,13 +301,21 @@ def main() -> int:
             for c in columns if any(c in r for r in rows)}
         for v, rows in per_variant.items() if rows
     }
+    baselines = [v for v in ("sasrec", "pop", "sasrec_text", "llm4cdsr") if v in table]
+    strongest = max(baselines, key=lambda v: table[v].get("test/ndcg@10", {}).get("mean", 0.0), default=None)
+    vs_strongest = {}
+    if "semacdr" in table and strongest:
+        vs_strongest = {c: table["semacdr"][c]["mean"] / table[strongest][c]["mean"] for c in columns
+                        if "ndcg@10" in c and c in table["semacdr"] and table[strongest].get(c, {}).get("mean")}
     ratios = {}
     if "semacdr" in table and "sasrec" in table:
         for c in columns:
             if "ndcg@10" in c and c in table["semacdr"] and table["sasrec"].get(c, {}).get("mean"):
                 ratios[c] = table["semacdr"][c]["mean"] / table["sasrec"][c]["mean"]
     result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        # The command that trains the runs; --only-finished only tabulates them.
+        "command": " ".join([Path(sys.executable).name, *(a for a in sys.argv if a != "--only-finished")]),
+        "tabulated_by": " ".join([Path(sys.executable).name, *sys.argv]) if args.only_finished else None,
         "data": args.data,
         "seeds": args.seeds,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -300,6 +324,8 @@ def main() -> int:
         "columns": columns,
         "table": table,
         "ratios": ratios,
+        "strongest_baseline": strongest,
+        "vs_strongest": vs_strongest,
         "domains": domains,
         "runs": per_variant,
         "protocol": protocol,
