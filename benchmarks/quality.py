@@ -184,6 +184,9 @@ def markdown(result: dict) -> str:
         f"Machine: {result['machine']}; this invocation took {result['seconds'] / 60:.1f} min "
         "(finished runs are reused, so a resumed table counts only what it redid).",
     ]
+    all_secs = [x for xs in result.get("train_seconds", {}).values() for x in xs]
+    if all_secs:
+        lines.append(f"Training time over all {len(all_secs)} runs: {sum(all_secs) / 60:.1f} min.")
     if result.get("protocol"):
         lines.append("Training, every variant: " + ", ".join(f"{k} {v}" for k, v in result["protocol"].items()) + ".")
     secs = result.get("train_seconds", {})
