@@ -152,6 +152,15 @@ def headline(metrics: dict[str, float], domains: list[str], split: str = "test")
     return {k: metrics[k] for k in keys if k in metrics}
 
 
+def ndcg_ratios(table: dict, columns: list[str], baseline: str | None) -> dict[str, float]:
+    """SemaCDR's mean NDCG@10 over `baseline`'s, per column both have (empty without either)."""
+    if "semacdr" not in table or baseline not in table:
+        return {}
+    mine, theirs = table["semacdr"], table[baseline]
+    return {c: mine[c]["mean"] / theirs[c]["mean"] for c in columns
+            if "ndcg@10" in c and c in mine and theirs.get(c, {}).get("mean")}
+
+
 def mean_sd(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -184,12 +193,12 @@ def markdown(result: dict) -> str:
         f"Machine: {result['machine']}; this invocation took {result['seconds'] / 60:.1f} min "
         "(finished runs are reused, so a resumed table counts only what it redid).",
     ]
-    all_secs = [x for xs in result.get("train_seconds", {}).values() for x in xs]
+    secs = result.get("train_seconds", {})
+    all_secs = [x for xs in secs.values() for x in xs]
     if all_secs:
         lines.append(f"Training time over all {len(all_secs)} runs: {sum(all_secs) / 60:.1f} min.")
     if result.get("protocol"):
         lines.append("Training, every variant: " + ", ".join(f"{k} {v}" for k, v in result["protocol"].items()) + ".")
-    secs = result.get("train_seconds", {})
     lines += [
         "",
         "| variant | seeds | " + " | ".join(c.removeprefix("test/") for c in cols) + " | train min / run |",
@@ -254,7 +263,8 @@ def main() -> int:
     train_seconds: dict[str, list[float]] = {v: [] for v in args.variants}
     protocol: dict = {}
 
-    def run_all(finished_only: bool) -> None:
+    def run_all(finished_only: bool) -> list[str]:
+        """Train + evaluate (or, finished_only, read back) every run; returns the domains."""
         nonlocal protocol
         domains = base.read_json("stats.json")["domains"]
         for variant, seed in run_order(args.variants, args.seeds):
@@ -278,9 +288,10 @@ def main() -> int:
             }
             per_variant[variant].append(headline(evaluated.get("metrics", evaluated), domains))
             print(f"seed {seed} {variant}: {per_variant[variant][-1]}", flush=True)
+        return domains
 
     if args.only_finished:
-        run_all(finished_only=True)  # reads files only: no Ray session, nothing trained
+        domains = run_all(finished_only=True)  # reads files only: no Ray session, nothing trained
     else:
         with ray_session(base_cfg.ray):
             run_prepare(base_cfg, base)
@@ -294,8 +305,7 @@ def main() -> int:
             print(f"cache: {cache} {json.dumps(manifest['views'])}", flush=True)
             if args.views_only:
                 return 0
-            run_all(finished_only=False)
-    domains = base.read_json("stats.json")["domains"]
+            domains = run_all(finished_only=False)
 
     columns = sorted({k for rows in per_variant.values() for r in rows for k in r},
                      key=lambda k: (k.count("/"), k))
@@ -306,15 +316,8 @@ def main() -> int:
     }
     baselines = [v for v in ("sasrec", "pop", "sasrec_text", "llm4cdsr") if v in table]
     strongest = max(baselines, key=lambda v: table[v].get("test/ndcg@10", {}).get("mean", 0.0), default=None)
-    vs_strongest = {}
-    if "semacdr" in table and strongest:
-        vs_strongest = {c: table["semacdr"][c]["mean"] / table[strongest][c]["mean"] for c in columns
-                        if "ndcg@10" in c and c in table["semacdr"] and table[strongest].get(c, {}).get("mean")}
-    ratios = {}
-    if "semacdr" in table and "sasrec" in table:
-        for c in columns:
-            if "ndcg@10" in c and c in table["semacdr"] and table["sasrec"].get(c, {}).get("mean"):
-                ratios[c] = table["semacdr"][c]["mean"] / table["sasrec"][c]["mean"]
+    ratios = ndcg_ratios(table, columns, "sasrec")
+    vs_strongest = ndcg_ratios(table, columns, strongest)
     result = {
         # The command that trains the runs; --only-finished only tabulates them.
         "command": " ".join([Path(sys.executable).name, *(a for a in sys.argv if a != "--only-finished")]),
