@@ -44,3 +44,26 @@ def test_run_order_finishes_headline_models_before_ablations_seed_by_seed():
     assert order == [("semacdr", 0), ("semacdr", 1), ("sasrec", 0), ("sasrec", 1),
                      ("semacdr-no_gate", 0), ("semacdr-content_only", 0),
                      ("semacdr-no_gate", 1), ("semacdr-content_only", 1)]
+
+
+def test_strongest_verdicts_cover_overall_domains_and_cold():
+    ratios = {"test/ndcg@10": 1.2, "test/hr@10": 1.05, "test/food/ndcg@10": 0.9, "test/cold/hr@10": 1.0}
+    lines = quality.strongest_verdicts(ratios, ["food"])
+    assert lines[0] == "ndcg@10: 1.200 vs 1.1 — met"
+    assert lines[1].startswith("hr@10: 1.050 vs 1.1 — NOT met, short by 0.050")
+    assert "food/ndcg@10: 0.900 vs 1.0 — NOT met" in lines[2]
+    assert lines[3] == "cold/hr@10: 1.000 vs 1.0 — met"
+
+
+def test_markdown_flags_cap_stopped_runs_and_shows_gate_and_published_999():
+    table = {"semacdr": {"test/ndcg@10": {"mean": 0.1, "sd": 0.0}, "gate/cold/source": {"mean": 0.5, "sd": 0},
+                         "test/sampled999/food/hr@10": {"mean": 0.3, "sd": 0.0}}}
+    md = quality.markdown({"command": "q", "data": "food_kitchen", "seeds": [0], "machine": "m", "seconds": 1.0,
+                           "columns": ["test/ndcg@10", "gate/cold/source", "test/sampled999/food/hr@10"],
+                           "table": table, "runs": {"semacdr": [{}]}, "published_999": quality.PUBLISHED_999,
+                           "convergence": {"semacdr": [{"seed": 0, "epochs_run": 50, "best_epoch": 48,
+                                                        "stopped_by": "cap", "minutes": 3.0}]}})
+    assert "| 50 (48) **cap** |" in md and "may not have converged" in md
+    assert "- semacdr: cold 0.500 / nan / nan" in md
+    assert "| ABXI (published) | 0.3243 | 0.1971 | 0.2438 | 0.1427 |" in md
+    assert "| semacdr (ours) | 0.3000 | – | – | – |" in md

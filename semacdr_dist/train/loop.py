@@ -263,12 +263,17 @@ def train_loop_per_worker(config: dict) -> None:
             metrics[monitor] = -1.0
         state["epoch"] = epoch + 1
         metrics["stopped"] = state["stopped"]
+        # The convergence record: the best epoch so far and, on the last epoch, why it was the last.
+        metrics["best_epoch"] = state["best_epoch"]
+        if state["stopped"] or last:
+            metrics["stopped_by"] = "patience" if state["stopped"] else "cap"
         _report(engine, model, metrics, state, tcfg.zero_stage, rank)
         if rank == 0:
             append_metrics(run, run_name, metrics)
             log.info("%s epoch %d: %s", run_name, epoch, _fmt(metrics))
-    if state["stopped"] and rank == 0:
-        log.info("%s: early stop after epoch %d (best %s=%.4f at epoch %d)", run_name,
+    if rank == 0:
+        log.info("%s: %s after epoch %d (best %s=%s at epoch %d)", run_name,
+                 "early stop (patience)" if state["stopped"] else "stopped at the epoch cap",
                  state["epoch"] - 1, monitor, state["best"], state["best_epoch"])
 
 

@@ -74,13 +74,25 @@ def fit_deepspeed(run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0,
     checkpoint, metrics = best_checkpoint(result, tcfg.monitor)
     with checkpoint.as_directory() as d:
         export_dir = export_from_checkpoint(run, model_cfg, d)
+    records = read_metrics(run, model_cfg.name)
     return {
         "model": model_cfg.name,
         "best_checkpoint": checkpoint.path,
         "best_metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-        "epochs": len(read_metrics(run, model_cfg.name)),
+        "epochs": len(records),
+        **convergence(records, tcfg.monitor),
         "export": export_dir,
     }
+
+
+def convergence(records: list[dict[str, Any]], monitor: str) -> dict[str, Any]:
+    """epochs_run, best_epoch (highest `monitor`, earliest on ties) and stopped_by
+    (patience | cap) of a run's metrics.jsonl records."""
+    scored = [r for r in records if isinstance(r.get(monitor), (int, float)) and r[monitor] >= 0]
+    best = max(scored, key=lambda r: (r[monitor], -r["epoch"]), default=None)
+    stopped = bool(records and records[-1].get("stopped"))
+    return {"epochs_run": len(records), "best_epoch": best["epoch"] if best else None,
+            "stopped_by": "patience" if stopped else "cap"}
 
 
 def export_from_checkpoint(run: RunDir, model_cfg: Any, checkpoint_dir: str) -> str:
@@ -136,4 +148,6 @@ def fit_popularity(run: RunDir, model_cfg: Any, chunk_rows: int = 8192) -> dict[
 
     append_metrics(run, model_cfg.name, record)
     export_dir = _export(run, model, model_cfg, catalog)
-    return {"model": model_cfg.name, "best_metrics": metrics, "epochs": 1, "export": export_dir}
+    # Counting converges in one pass: nothing to stop early.
+    return {"model": model_cfg.name, "best_metrics": metrics, "epochs": 1, "epochs_run": 1, "best_epoch": 0,
+            "stopped_by": "fit", "export": export_dir}

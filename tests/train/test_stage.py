@@ -49,3 +49,13 @@ def test_missing_sequences_fails_clearly(tmp_path, make_run):
     run.delete("sequences", "train")
     with pytest.raises(FileNotFoundError, match="sequences/train.*prepare"):
         fit_deepspeed(run, ModelConfig(name="sasrec", max_len=12), TrainConfig())
+
+
+def test_convergence_record_from_metrics():
+    from semacdr_dist.train.stage import convergence
+
+    recs = [{"epoch": 0, "valid/ndcg@10": 0.1}, {"epoch": 1, "valid/ndcg@10": 0.3},
+            {"epoch": 2, "valid/ndcg@10": 0.3}, {"epoch": 3, "valid/ndcg@10": 0.2, "stopped": True}]
+    assert convergence(recs, "valid/ndcg@10") == {"epochs_run": 4, "best_epoch": 1, "stopped_by": "patience"}
+    recs[-1]["stopped"] = False
+    assert convergence(recs, "valid/ndcg@10")["stopped_by"] == "cap"
