@@ -85,6 +85,19 @@ class ModelConfig:
     # Cosine on frozen agnostic vectors above which two cross-domain items count as positives.
     cross_domain_threshold: float = 0.8
 
+    # semacdr: centre each frozen view and project it on its top-`view_pca_dim` principal
+    # directions before its adapter (0 = the raw vectors). Sentence-encoder vectors share a
+    # large common direction; centring removes it so the adapters see what differs between
+    # items, as LLM4CDSR's PCA step does.
+    view_pca_dim: int = 0
+    # semacdr: also divide each principal component by its standard deviation (PCA whitening),
+    # so every kept direction starts at the same scale.
+    view_whiten: bool = False
+    # semacdr: weight of an InfoNCE term aligning each batch item's ID embedding with its
+    # fused text vector (the mean of its adapted views), LLM4CDSR's item-level alignment;
+    # 0 = off.
+    id_text_weight: float = 0.0
+
     # --- text baselines (sasrec_text, llm4cdsr) ------------------------------------------------
     # The feature column used as the item's text embedding by sasrec_text and llm4cdsr.
     text_view: str = "content"

@@ -13,6 +13,21 @@ from torch import nn
 from semacdr_dist.model.layers import Adapter
 
 
+def pca(x: np.ndarray, dim: int, whiten: bool = False) -> np.ndarray:
+    """Project centred rows on their top-`dim` principal directions (deterministic SVD);
+    `whiten` scales every component to unit variance."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(0, keepdims=True)
+    dim = min(dim, *x.shape)
+    _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+    # Fix each component's sign (largest |loading| positive) so the result is reproducible.
+    signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
+    out = centred @ (vt[:dim] * signs[:dim, None]).T
+    if whiten:
+        out = out / np.maximum(sv[:dim] / np.sqrt(max(len(x) - 1, 1)), 1e-8)
+    return out.astype(np.float32)
+
+
 class ItemTower(nn.Module):
     """Multiview item representation: sum / concat-project / attention over components.
 

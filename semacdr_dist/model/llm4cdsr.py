@@ -18,20 +18,9 @@ from torch import nn
 from semacdr_dist.data.catalog import Catalog
 from semacdr_dist.model.base import Batch, RecModel
 from semacdr_dist.model.config import ModelConfig
-from semacdr_dist.model.item_tower import ItemTower
+from semacdr_dist.model.item_tower import ItemTower, pca
 from semacdr_dist.model.layers import PAD, SequenceEncoder, split_threads, truncate
 from semacdr_dist.model.losses import info_nce
-
-
-def pca(x: np.ndarray, dim: int) -> np.ndarray:
-    """Project centred rows on their top-`dim` principal directions (deterministic SVD)."""
-    x = np.asarray(x, dtype=np.float64)
-    centred = x - x.mean(0, keepdims=True)
-    dim = min(dim, *x.shape)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    # Fix each component's sign (largest |loading| positive) so the result is reproducible.
-    signs = np.sign(vt[np.arange(len(vt)), np.abs(vt).argmax(1)])
-    return (centred @ (vt[:dim] * signs[:dim, None]).T).astype(np.float32)
 
 
 class LLM4CDSR(RecModel):

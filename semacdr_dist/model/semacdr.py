@@ -10,7 +10,7 @@ from semacdr_dist.data.catalog import Catalog
 from semacdr_dist.model.base import Batch, RecModel
 from semacdr_dist.model.config import ModelConfig
 from semacdr_dist.model.gate import THREADS, ThreadGate
-from semacdr_dist.model.item_tower import ItemTower
+from semacdr_dist.model.item_tower import ItemTower, pca
 from semacdr_dist.model.layers import PAD, SequenceEncoder, split_threads, truncate
 from semacdr_dist.model.losses import info_nce, multi_positive_nce
 
@@ -24,6 +24,9 @@ class SemaCDR(RecModel):
     def __init__(self, cfg: ModelConfig, catalog: Catalog, features: dict[str, np.ndarray] | None = None,
                  item_table: torch.Tensor | None = None):
         super().__init__(cfg, catalog)
+        if features is not None and item_table is None and cfg.view_pca_dim > 0:
+            features = {v: pca(features[v], cfg.view_pca_dim, cfg.view_whiten) if v in cfg.views else m
+                        for v, m in features.items()}
         self.item_tower = self.build_tower(catalog, features, list(cfg.views), cfg.use_id_embedding, item_table)
         n_enc = 1 if cfg.share_thread_encoders else 3
         self.encoders = nn.ModuleList(
@@ -63,11 +66,34 @@ class SemaCDR(RecModel):
         cold = lengths[:, 1] == 0
         if cold.any():  # what users without target-domain history lean on
             logs.update({f"gate_cold/{t}": float(w[cold, i].mean()) for i, t in enumerate(THREADS)})
-        if self.cfg.contrastive_weight <= 0 or "agnostic" not in self.cfg.views:
-            return user.new_zeros(()), logs
-        con = self.contrastive_loss(batch)
-        logs["loss/contrastive"] = float(con.detach())
-        return self.cfg.contrastive_weight * con, logs
+        aux = user.new_zeros(())
+        if self.cfg.contrastive_weight > 0 and "agnostic" in self.cfg.views:
+            con = self.contrastive_loss(batch)
+            logs["loss/contrastive"] = float(con.detach())
+            aux = aux + self.cfg.contrastive_weight * con
+        if self.cfg.id_text_weight > 0 and self.cfg.use_id_embedding and self.cfg.views:
+            align = self.id_text_loss(batch)
+            logs["loss/id_text"] = float(align.detach())
+            aux = aux + self.cfg.id_text_weight * align
+        return aux, logs
+
+    def _batch_items(self, batch: Batch) -> torch.Tensor:
+        """Distinct target and history items of the batch, at most `contrastive_max_items`."""
+        hist = batch["history"]
+        ids = torch.unique(torch.cat([batch["target"], hist[hist != PAD]]))
+        if len(ids) > self.cfg.contrastive_max_items:
+            ids = ids[torch.randperm(len(ids), device=ids.device)[: self.cfg.contrastive_max_items]]
+        return ids
+
+    def id_text_loss(self, batch: Batch) -> torch.Tensor:
+        """InfoNCE between each batch item's ID embedding and the mean of its adapted text views
+        (in-batch negatives): the ID and text spaces describe the same item."""
+        tower = self.item_tower
+        if not isinstance(tower, ItemTower):
+            raise RuntimeError("an exported model (frozen item table) is inference-only; train the full model")
+        ids = self._batch_items(batch)
+        text = torch.stack([tower.view(v, ids) for v in tower.view_names], 0).mean(0)
+        return info_nce(tower.id_emb(ids), text, self.cfg.contrastive_temperature)
 
     def contrastive_loss(self, batch: Batch) -> torch.Tensor:
         """InfoNCE between each batch item's agnostic view and its specific/content views
@@ -75,10 +101,7 @@ class SemaCDR(RecModel):
         tower = self.item_tower
         if not isinstance(tower, ItemTower):
             raise RuntimeError("an exported model (frozen item table) is inference-only; train the full model")
-        hist = batch["history"]
-        ids = torch.unique(torch.cat([batch["target"], hist[hist != PAD]]))
-        if len(ids) > self.cfg.contrastive_max_items:
-            ids = ids[torch.randperm(len(ids), device=ids.device)[: self.cfg.contrastive_max_items]]
+        ids = self._batch_items(batch)
         z_agn = tower.view("agnostic", ids)
         views = [v for v in self.cfg.contrastive_views if v in tower.view_names and v != "agnostic"]
         terms = [info_nce(z_agn, tower.view(v, ids), self.cfg.contrastive_temperature) for v in views]

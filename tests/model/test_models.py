@@ -167,3 +167,27 @@ def test_batch_width_changes_cost_not_outputs(name, catalog, features):
     wide["history"] = torch.cat([pad, batch["history"]], 1)
     wide["history_domain"] = torch.cat([pad, batch["history_domain"]], 1)
     torch.testing.assert_close(model.user_vectors(batch), model.user_vectors(wide), rtol=1e-5, atol=1e-5)
+
+
+def test_pca_centres_and_whitens():
+    from semacdr_dist.model.item_tower import pca
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 12)) * np.arange(1, 13) + 5.0
+    z = pca(x, 4, whiten=True)
+    assert z.shape == (200, 4)
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z.std(0, ddof=1), 1.0, rtol=1e-4)
+    plain = pca(x, 4)
+    assert plain.std(0, ddof=1)[0] > plain.std(0, ddof=1)[-1]  # variance ordered, not whitened
+
+
+def test_semacdr_pca_views_and_id_text_alignment(catalog, features):
+    cfg = small_cfg("semacdr", view_pca_dim=8, view_whiten=True, id_text_weight=0.5)
+    model = build_model(cfg, catalog, features)
+    assert model.item_tower.feat_content.shape == (catalog.n_items, 8)
+    loss, logs = model.calculate_loss(make_batch(catalog, 16))
+    assert "loss/id_text" in logs and logs["loss/id_text"] > 0
+    loss.backward()
+    assert model.item_tower.id_emb.weight.grad is not None
+    assert {"gate/source", "gate/target", "gate/mixed"} <= set(logs)
