@@ -88,6 +88,80 @@ NOTES = {
 }
 
 
+# Tuning on the VALID split only (never test), the same number of settings for SemaCDR and the
+# strongest baseline, each trained under the convergence protocol on seed 0; the setting with the
+# best valid NDCG@10 (train-time exact valid ranking, the evaluate stage's protocol) wins.
+TUNING: dict[str, dict[str, list[str]]] = {
+    "semacdr": {
+        "raw-views": ["model.view_pca_dim=0", "model.view_whiten=false", "model.id_text_weight=0"],
+        "pca64-whiten+idtext0.1": ["model.view_pca_dim=64", "model.view_whiten=true", "model.id_text_weight=0.1"],
+        "pca64+idtext0.1": ["model.view_pca_dim=64", "model.view_whiten=false", "model.id_text_weight=0.1"],
+    },
+    "llm4cdsr": {
+        "ours-h64-d0.2-a0.1-b0.1": ["model.hidden_dim=64", "model.num_heads=2", "model.dropout=0.2",
+                                    "model.pca_dim=64"],
+        "paper-h128-d0.5-a0.1-b0.1": ["model.hidden_dim=128", "model.num_heads=1", "model.dropout=0.5",
+                                      "model.pca_dim=128", "model.adapter_hidden=512"],
+        "paper-h128-d0.5-a1-b1": ["model.hidden_dim=128", "model.num_heads=1", "model.dropout=0.5",
+                                  "model.pca_dim=128", "model.adapter_hidden=512", "model.contrastive_weight=1.0",
+                                  "model.user_contrastive_weight=1.0"],
+    },
+}
+
+
+def tuning_record(run: RunDir, name: str, monitor: str = "valid/ndcg@10") -> dict | None:
+    """Best valid scores and the convergence record of one tuning run, read from metrics.jsonl."""
+    from semacdr_dist.train.stage import convergence
+    from semacdr_dist.train.state import read_metrics
+
+    recs = [r for r in read_metrics(run, name) if isinstance(r.get(monitor), (int, float)) and r[monitor] >= 0]
+    if not recs:
+        return None
+    best = max(recs, key=lambda r: (r[monitor], -r["epoch"]))
+    done = run.is_done(f"train/{name}")
+    out = {"valid/ndcg@10": best.get("valid/ndcg@10"), "valid/hr@10": best.get("valid/hr@10"),
+           **convergence(recs, monitor), "finished": done,
+           "minutes": round(run.read_json(f"train/{name}/_SUCCESS.json")["seconds"] / 60, 1) if done else None,
+           "epoch_minutes": round(statistics.fmean(r["train/sequences"] / r["train/seq_per_s"] for r in recs) / 60, 2)}
+    if not done:
+        out["stopped_by"] = "unfinished"
+    return out
+
+
+def tuning_markdown(result: dict) -> str:
+    lines = ["# Tuning on the valid split (seed 0)", "",
+             f"Command: `{result['command']}`",
+             "Every setting trains under the table's convergence protocol "
+             f"({', '.join(f'{k} {v}' for k, v in result['protocol'].items())}); scores are the best epoch's exact "
+             "full-catalog valid ranking. Test is never read.", ""]
+    for variant, rows in result["searches"].items():
+        lines += [f"## {variant}", "", "| setting | overrides | valid ndcg@10 | valid hr@10 | epochs run (best) | stopped by | min |",
+                  "|---|---|---:|---:|---|---|---:|"]
+        for tag, r in rows.items():
+            if r is None:
+                lines.append(f"| {tag} | `{' '.join(TUNING[variant][tag])}` | – | – | – | not run | – |")
+                continue
+            lines.append(f"| {tag} | `{' '.join(TUNING[variant][tag])}` | {r['valid/ndcg@10']:.4f} | {r['valid/hr@10']:.4f} "
+                         f"| {r['epochs_run']} ({r['best_epoch']}) | {r['stopped_by']} | {r['minutes'] or '–'} |")
+        best = result["best"].get(variant)
+        lines += ["", f"Chosen: **{best}**" if best else "Chosen: none yet", ""]
+    return "\n".join(lines) + "\n"
+
+
+def in_parallel(job, items: list[tuple], workers: int) -> None:
+    """`job(*item)` for every item, `workers` at a time (threads: each one blocks on its own
+    Ray Train run, so two 1-CPU runs share a 2-core box better than one 2-thread run)."""
+    if workers <= 1:
+        for item in items:
+            job(*item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        for fut in [pool.submit(job, *item) for item in items]:
+            fut.result()
+
+
 def run_order(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
     """Every seed of the headline models first, then the ablations seed by seed.
 
@@ -378,6 +452,13 @@ def main() -> int:
                     help="prepare + semantics only (fill the view cache), no training")
     ap.add_argument("--views-budget", type=float, default=None, metavar="SECONDS",
                     help="stop generating after this long, export what is done; rerun to go on")
+    ap.add_argument("--tune", action="store_true",
+                    help="run the TUNING grid of --variants on the valid split (seed = first of --seeds); "
+                         "writes benchmarks/results/tuning.{md,json}")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="runs trained at the same time (threads of one driver, one Ray session)")
+    ap.add_argument("--split", choices=["test", "valid"], default="test",
+                    help="the split the table shows; tuning tabulates `valid` (and never looks at test)")
     ap.add_argument("--only-finished", action="store_true",
                     help="tabulate the (seed, variant) runs already evaluated; train nothing")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
@@ -408,19 +489,24 @@ def main() -> int:
         """Train + evaluate (or, finished_only, read back) every run; returns the domains."""
         nonlocal protocol
         domains = base.read_json("stats.json")["domains"]
-        for variant, seed in run_order(args.variants, args.seeds):
+        order = run_order(args.variants, args.seeds)
+        if not finished_only:  # train + evaluate, `--parallel` runs at a time; then read them all back
+            def job(variant: str, seed: int) -> None:
+                run_dir = base_dir / f"seed{seed}" / variant
+                cfg = load_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
+                link_inputs(base, run_dir)
+                run_train(cfg, RunDir(cfg.run_dir), cfg.model.name)
+                run_evaluate(cfg, RunDir(cfg.run_dir), cfg.model.name)
+
+            in_parallel(job, order, args.parallel)
+        for variant, seed in order:
             run_dir = base_dir / f"seed{seed}" / variant
             cfg = load_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
             run = RunDir(cfg.run_dir)
             name = cfg.model.name
-            if finished_only:
-                if not run.is_done(f"eval/{name}"):
-                    continue
-                trained, evaluated = run.read_json(f"train/{name}/_SUCCESS.json"), run.read_json(f"eval/{name}/metrics.json")
-            else:
-                link_inputs(base, run_dir)
-                trained = run_train(cfg, run, name)
-                evaluated = run_evaluate(cfg, run, name)
+            if not run.is_done(f"eval/{name}"):
+                continue
+            trained, evaluated = run.read_json(f"train/{name}/_SUCCESS.json"), run.read_json(f"eval/{name}/metrics.json")
             train_seconds[variant].append(float(trained.get("seconds") or 0.0))
             convergence[variant].append({
                 "seed": seed, "epochs_run": trained.get("epochs_run", trained.get("epochs")),
@@ -435,12 +521,51 @@ def main() -> int:
                 "schedule": cfg.train.schedule, "train_examples": cfg.data.train_examples,
             }
             metrics = dict(evaluated.get("metrics", evaluated))
-            metrics.update(extra_metrics(run, name, domains, cfg.model.max_len, cfg.evaluate.seed,
-                                         cfg.evaluate.cold_start_threshold))
-            per_variant[variant].append(headline(metrics, domains))
+            if args.split == "test":
+                metrics.update(extra_metrics(run, name, domains, cfg.model.max_len, cfg.evaluate.seed,
+                                             cfg.evaluate.cold_start_threshold))
+            per_variant[variant].append(headline(metrics, domains, args.split))
             print(f"seed {seed} {variant}: {per_variant[variant][-1]}", flush=True)
         return domains
 
+    def tune(finished_only: bool) -> int:
+        searches: dict[str, dict] = {}
+        seed = args.seeds[0]
+        if not finished_only:
+            def job(variant: str, tag: str) -> None:
+                run_dir = Path(args.run_root) / "tuning" / variant / tag
+                cfg = load_config([*common, *VARIANTS[variant], *TUNING[variant][tag], f"seed={seed}",
+                                   f"run_dir={run_dir}"])
+                link_inputs(base, run_dir)
+                run_train(cfg, RunDir(cfg.run_dir), cfg.model.name)
+
+            # Interleaved (the i-th setting of every model before the next), so a cut-short search
+            # has given every model the same number of settings.
+            tags = {v: list(TUNING[v]) for v in args.variants if v in TUNING}
+            jobs = [(v, ts[i]) for i in range(max(map(len, tags.values()), default=0))
+                    for v, ts in tags.items() if i < len(ts)]
+            in_parallel(job, jobs, args.parallel)
+        for variant in [v for v in args.variants if v in TUNING]:
+            searches[variant] = {}
+            for tag, extra in TUNING[variant].items():
+                run_dir = Path(args.run_root) / "tuning" / variant / tag
+                cfg = load_config([*common, *VARIANTS[variant], *extra, f"seed={seed}", f"run_dir={run_dir}"])
+                run = RunDir(cfg.run_dir)
+                searches[variant][tag] = tuning_record(run, cfg.model.name) if run.exists(f"train/{cfg.model.name}") else None
+                print(f"tuning {variant} {tag}: {searches[variant][tag]}", flush=True)
+        best = {v: max((t for t, r in rows.items() if r), key=lambda t: rows[t]["valid/ndcg@10"], default=None)
+                for v, rows in searches.items()}
+        result = {"command": " ".join([Path(sys.executable).name, *(a for a in sys.argv if a != "--only-finished")]),
+                  "data": args.data, "seed": seed, "split": "valid", "settings": TUNING,
+                  "protocol": {"max_epochs": MAX_EPOCHS, "patience": PATIENCE, "selection": "valid/ndcg@10"},
+                  "searches": searches, "best": best, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+        (RESULTS / "tuning.json").write_text(json.dumps(result, indent=2))
+        (RESULTS / "tuning.md").write_text(tuning_markdown(result))
+        print(tuning_markdown(result))
+        return 0
+
+    if args.tune and args.only_finished:
+        return tune(finished_only=True)
     if args.only_finished:
         domains = run_all(finished_only=True)  # reads files only: no Ray session, nothing trained
     else:
@@ -456,6 +581,8 @@ def main() -> int:
             print(f"cache: {cache} {json.dumps(manifest['views'])}", flush=True)
             if args.views_only:
                 return 0
+            if args.tune:
+                return tune(finished_only=False)
             domains = run_all(finished_only=False)
 
     columns = sorted({k for rows in per_variant.values() for r in rows for k in r},
