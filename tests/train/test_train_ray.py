@@ -59,6 +59,10 @@ def test_zero1_semacdr_beats_popularity(zero1, pop_ndcg):
     best = summary["best_metrics"]["valid/ndcg@10"]
     assert best == max(r["valid/ndcg@10"] for r in records)
     assert best > pop_ndcg + 0.05, (best, pop_ndcg)
+    # the convergence record: no patience (0), so the cap of 2 epochs ended the run
+    assert summary["epochs_run"] == 2 and summary["stopped_by"] == "cap"
+    assert records[summary["best_epoch"]]["valid/ndcg@10"] == best
+    assert records[-1]["stopped_by"] == "cap" and "stopped_by" not in records[0]
     assert run.exists("train", "semacdr", "deepspeed.json")
     base = run.path("checkpoints", "semacdr")
     ckpts = [d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))]
