@@ -21,6 +21,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -153,6 +154,15 @@ def tuning_markdown(result: dict) -> str:
         best = result["best"].get(variant)
         lines += ["", f"Chosen: **{best}**" if best else "Chosen: none yet", ""]
     return "\n".join(lines) + "\n"
+
+
+_HYDRA = threading.Lock()
+
+
+def locked_config(overrides: list[str]):
+    """`load_config` under a lock: Hydra's compose uses process-global state (--parallel threads)."""
+    with _HYDRA:
+        return load_config(overrides)
 
 
 def in_parallel(job, items: list[tuple], workers: int) -> None:
@@ -480,7 +490,7 @@ def main() -> int:
     if args.views_budget is not None:
         common.append(f"llm.max_generation_seconds={args.views_budget}")
     t0 = time.perf_counter()
-    base_cfg = load_config([*common, "model=semacdr", f"run_dir={base_dir}"])
+    base_cfg = locked_config([*common, "model=semacdr", f"run_dir={base_dir}"])
     base = RunDir(base_cfg.run_dir)
     from semacdr_dist.data.prepare import run_prepare
     from semacdr_dist.evaluate.stage import run_evaluate
@@ -500,7 +510,7 @@ def main() -> int:
         if not finished_only:  # train + evaluate, `--parallel` runs at a time; then read them all back
             def job(variant: str, seed: int) -> None:
                 run_dir = base_dir / f"seed{seed}" / variant
-                cfg = load_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
+                cfg = locked_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
                 link_inputs(base, run_dir)
                 run_train(cfg, RunDir(cfg.run_dir), cfg.model.name)
                 run_evaluate(cfg, RunDir(cfg.run_dir), cfg.model.name)
@@ -508,7 +518,7 @@ def main() -> int:
             in_parallel(job, order, args.parallel)
         for variant, seed in order:
             run_dir = base_dir / f"seed{seed}" / variant
-            cfg = load_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
+            cfg = locked_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
             run = RunDir(cfg.run_dir)
             name = cfg.model.name
             if not run.is_done(f"eval/{name}"):
@@ -546,7 +556,7 @@ def main() -> int:
         if not finished_only:
             def job(variant: str, tag: str) -> None:
                 run_dir = tuning_dir(variant, tag)
-                cfg = load_config([*common, *VARIANTS[variant], *TUNING[variant][tag], f"seed={seed}",
+                cfg = locked_config([*common, *VARIANTS[variant], *TUNING[variant][tag], f"seed={seed}",
                                    f"run_dir={run_dir}"])
                 link_inputs(base, run_dir)
                 run_train(cfg, RunDir(cfg.run_dir), cfg.model.name)
@@ -561,7 +571,7 @@ def main() -> int:
             searches[variant] = {}
             for tag, extra in TUNING[variant].items():
                 run_dir = tuning_dir(variant, tag)
-                cfg = load_config([*common, *VARIANTS[variant], *extra, f"seed={seed}", f"run_dir={run_dir}"])
+                cfg = locked_config([*common, *VARIANTS[variant], *extra, f"seed={seed}", f"run_dir={run_dir}"])
                 run = RunDir(cfg.run_dir)
                 searches[variant][tag] = tuning_record(run, cfg.model.name) if run.exists(f"train/{cfg.model.name}") else None
                 print(f"tuning {variant} {tag}: {searches[variant][tag]}", flush=True)
