@@ -180,14 +180,14 @@ def in_parallel(job, items: list[tuple], workers: int) -> None:
 
 
 def run_order(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
-    """Every seed of the headline models first, then the ablations seed by seed.
+    """The headline models seed by seed, then the ablations seed by seed.
 
-    An interrupted table (tabulate it with --only-finished) then keeps its main rows
-    complete and has every ablation at the same number of seeds.
+    An interrupted table (tabulate it with --only-finished) then has every headline model,
+    and every ablation, at the same number of seeds (converged runs take long on 2 cores).
     """
     main = [v for v in variants if not v.startswith("semacdr-")]
     ablations = [v for v in variants if v.startswith("semacdr-")]
-    return [(v, s) for v in main for s in seeds] + [(v, s) for s in seeds for v in ablations]
+    return [(v, s) for s in seeds for v in main] + [(v, s) for s in seeds for v in ablations]
 
 
 def link_inputs(base: RunDir, run_dir: Path) -> None:

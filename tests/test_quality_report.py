@@ -39,9 +39,9 @@ def test_markdown_table_has_mean_sd_ratios_and_command():
     assert "- test/ndcg@10: 2.000" in md and "food/ndcg@10: 1.500 vs 1.15 — met" in md
 
 
-def test_run_order_finishes_headline_models_before_ablations_seed_by_seed():
+def test_run_order_is_headline_models_then_ablations_seed_by_seed():
     order = quality.run_order(["semacdr", "sasrec", "semacdr-no_gate", "semacdr-content_only"], [0, 1])
-    assert order == [("semacdr", 0), ("semacdr", 1), ("sasrec", 0), ("sasrec", 1),
+    assert order == [("semacdr", 0), ("sasrec", 0), ("semacdr", 1), ("sasrec", 1),
                      ("semacdr-no_gate", 0), ("semacdr-content_only", 0),
                      ("semacdr-no_gate", 1), ("semacdr-content_only", 1)]
 
