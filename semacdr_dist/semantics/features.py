@@ -91,7 +91,8 @@ def build_features(cfg: Config, run: RunDir, encoder_path: str, shas: dict[str, 
 
     pool = ActorPool(make, enc.num_actors, call=lambda a, p: a.encode.remote(p[1]), split=lambda p: None)
     pool.start()
-    dim = int(ray.get(pool.actors[0].ready.remote()))
+    dim = int(pool.stats.actors[0]["dim"])
+    stats["dtype"], stats["dtype_reason"] = pool.stats.actors[0]["dtype"], pool.stats.actors[0]["dtype_reason"]
     schema = features_schema(dim).with_metadata({_META_KEY: json.dumps({"recipe": recipe, "shas": shas}).encode()})
     per_call = max(1, enc.items_per_call) * 3
     try:

@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,18 @@ import pyarrow.parquet as pq
 
 from semacdr_dist.config import Config
 from semacdr_dist.data.schemas import ITEMS, VIEW_NAMES, VIEWS, validate_table
+from semacdr_dist.hardware import cpu_info, machine_summary, resolve_dtype
 from semacdr_dist.rundir import RunDir, StageIncomplete
 from semacdr_dist.semantics.cache import export_view_cache, import_view_cache
+from semacdr_dist.semantics.config import LLMConfig
 from semacdr_dist.semantics.features import build_features
+from semacdr_dist.semantics.layout import (
+    ENGINE_OVERHEAD_BYTES,
+    GIB,
+    EngineLayout,
+    engine_layout,
+    weights_bytes,
+)
 from semacdr_dist.semantics.models import resolve_model
 from semacdr_dist.semantics.prompts import prompt_sha
 from semacdr_dist.semantics.report import faithfulness_summary
@@ -82,10 +92,10 @@ def _split(payload):
     return (items[:mid], left), (items[mid:], right)
 
 
-def _make_view_actor(cfg: Config, model_path: str, encoder_path: str, token: str):
+def _make_view_actor(cfg: Config, llm: LLMConfig, model_path: str, encoder_path: str, token: str):
+    """``llm``: the config with its engine layout filled in (num_engines, omp_threads)."""
     import ray
 
-    llm = cfg.llm
     actor_cls = ray.remote(ViewWorker)
 
     def make(slot: int):
@@ -95,9 +105,58 @@ def _make_view_actor(cfg: Config, model_path: str, encoder_path: str, token: str
             num_gpus=llm.tensor_parallel_size if llm.use_gpu else 0,
             max_restarts=0,  # the pool replaces a dead actor itself and resubmits its batch
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(llm.omp_threads)}},
-        ).remote(model_path, encoder_path, llm, cfg.encoder, cfg.seed * 1000 + slot)
+        ).remote(model_path, encoder_path, llm, cfg.encoder, cfg.seed * 1000 + slot, slot)
 
     return make
+
+
+def plan_engines(llm: LLMConfig, model_path: str, items: int) -> EngineLayout:
+    """The engine layout for this Ray cluster and ``items`` items to generate (semantics.layout)."""
+    import os
+
+    import psutil
+    import ray
+
+    res = ray.cluster_resources()
+    single_node = sum(1 for n in ray.nodes() if n.get("Alive")) == 1
+    engine_bytes = 0
+    if llm.backend == "vllm" and not llm.use_gpu:
+        # Estimated with the driver's dtype choice; the actors resolve their own.
+        dtype, _ = resolve_dtype(llm.dtype, llm.use_gpu)
+        kv = (llm.kv_cache_gib or float(os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))) * GIB
+        engine_bytes = weights_bytes(model_path, dtype) + int(kv) + ENGINE_OVERHEAD_BYTES
+    return engine_layout(
+        llm,
+        ray_cpus=res.get("CPU", 1.0),
+        host_cores=cpu_info().cores if single_node else None,
+        ray_gpus=res.get("GPU", 0.0),
+        items=items,
+        engine_bytes=engine_bytes,
+        available_bytes=psutil.virtual_memory().available if single_node else None,
+    )
+
+
+def _engine_figures(per_engine: dict[int, dict], actors: list[dict], batch_prompts: int) -> list[dict]:
+    """Per engine: tok/s while busy, prompt vs generated tokens, batch fill, start-up."""
+    out = []
+    for info in actors:
+        e = per_engine.get(info["engine"], {})
+        busy = e.get("seconds", 0.0)
+        calls = max(e.get("engine_calls", 0), 1)
+        out.append({
+            **info,
+            "batches": e.get("batches", 0),
+            "busy_seconds": busy,
+            "generated_tokens": e.get("tokens", 0),
+            "prompt_tokens": e.get("prompt_tokens", 0),
+            "cached_prompt_tokens": e.get("cached_tokens", 0),
+            "generated_tok_per_s": e.get("tokens", 0) / busy if busy else 0.0,
+            "prompts_per_engine_call": e.get("prompts", 0) / calls,
+            # Prompts per LLM call / prompts of a full batch (both views of batch_size items);
+            # below 1: resample calls (only the rejected views) and a short last batch.
+            "batch_fill": e.get("prompts", 0) / calls / max(batch_prompts, 1),
+        })
+    return out
 
 
 def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: str, shas: dict[str, str]) -> dict:
@@ -113,9 +172,14 @@ def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: st
     if todo == 0:
         log.info("views: all %d items x %d views present for %s; nothing to generate", n_items, 2, llm.model)
         return {**stats, "complete": True, "problems": {}, "seconds": 0.0, "engine_start_seconds": 0.0}
+    missing_items = n_items - int(min(len(done[v]) for v in VIEW_NAMES))
+    layout = plan_engines(llm, model_path, missing_items)
+    llm = replace(llm, num_engines=layout.num_engines, omp_threads=layout.threads)
+    log.info("views: %d engine(s) x %d thread(s): %s", layout.num_engines, layout.threads, layout.reason)
     token = uuid.uuid4().hex[:8]
+    per_engine: dict[int, Counter] = {}
     pool = ActorPool(
-        _make_view_actor(cfg, model_path, encoder_path, token),
+        _make_view_actor(cfg, llm, model_path, encoder_path, token),
         size=llm.num_engines,
         call=lambda actor, p: actor.process.remote(p[0], p[1], shas),
         split=_split,
@@ -125,6 +189,9 @@ def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: st
     )
     log.info("views: %d missing (item, view) keys; starting %d %s engine(s)", todo, llm.num_engines, llm.backend)
     pool.start()
+    for info in pool.stats.actors:
+        log.info("views: engine %d ready in %.1f s, dtype %s (%s), %d thread(s)", info["engine"],
+                 info["start_seconds"], info["dtype"], info["dtype_reason"], info["threads"])
     t0 = time.perf_counter()
     buffer: list[dict] = []
     seq = 0
@@ -140,6 +207,10 @@ def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: st
                 result = generate_views(_NoEngine(), _NoEncoder(), items, requests, _no_retry(llm), shas)
                 problems["engine_failure"] += len(requests)
             buffer.extend(result["rows"])
+            if "engine" in result:
+                per_engine.setdefault(result["engine"], Counter()).update(
+                    {k: result[k] for k in ("tokens", "prompt_tokens", "cached_tokens", "prompts",
+                                            "engine_calls", "seconds")} | {"batches": 1})
             problems.update(result["problems"])
             stats["tokens"] += result["tokens"]
             stats["generated_views"] += len(result["rows"])
@@ -172,6 +243,13 @@ def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: st
         "problems": dict(problems),
         "seconds": seconds,
         "engine_start_seconds": ps.start_seconds,
+        "layout": layout.as_dict(),
+        "dtype": sorted({a["dtype"] for a in ps.actors}),
+        "dtype_reason": sorted({a["dtype_reason"] for a in ps.actors}),
+        "prefix_caching": llm.prefix_caching,
+        "prompt_tokens": sum(e.get("prompt_tokens", 0) for e in per_engine.values()),
+        "cached_prompt_tokens": sum(e.get("cached_tokens", 0) for e in per_engine.values()),
+        "engines": _engine_figures(per_engine, ps.actors, 2 * llm.batch_size),
         "items_per_s": stats["generated_views"] / 2 / max(seconds, 1e-9),
         "tokens_per_s": stats["tokens"] / max(seconds, 1e-9),
         "actor_restarts": ps.actor_restarts,
@@ -194,8 +272,6 @@ class _NoEncoder:
 
 
 def _no_retry(llm):
-    from dataclasses import replace
-
     return replace(llm, max_retries=0)
 
 
@@ -211,10 +287,14 @@ def run_semantics(cfg: Config, run: RunDir) -> dict:
     llm = cfg.llm
     if llm.backend not in ("vllm", "hf"):
         raise ValueError(f"llm.backend must be 'vllm' or 'hf', got {llm.backend!r}")
+    # Where a figure was measured: the report carries the driver's CPU (the engines
+    # report their own in generation.engines).
+    report_machine = machine_summary()
     model_path = resolve_model(llm.model, cfg.models_dir)
     encoder_path = resolve_model(cfg.encoder.model, cfg.models_dir)
     shas = {v: prompt_sha(llm, v) for v in VIEW_NAMES}
-    report: dict[str, Any] = {"model": llm.model, "backend": llm.backend, "prompt_sha": shas}
+    report: dict[str, Any] = {"model": llm.model, "backend": llm.backend, "prompt_sha": shas,
+                              "machine": report_machine}
     if llm.regenerate:
         report["dropped_views"] = drop_views(run, llm.model, shas)
     if llm.cache_path:

@@ -62,6 +62,8 @@ def generate_views(
     echo = {v: echo_ngrams(instruction_words(getattr(cfg.prompts, v)), cfg.echo_ngram) for v in shas}
     content_vec = encoder.encode([content_text(it) for it in items])
     problems: Counter[str] = Counter()
+    # What explains throughput: prefilled vs cached prompt tokens, prompts per engine call.
+    load = {"prompt_tokens": 0, "cached_tokens": 0, "prompts": 0, "engine_calls": 0}
     tokens = [0] * len(requests)
     attempts = [0] * len(requests)
     accepted: dict[int, tuple[str, float]] = {}
@@ -79,6 +81,12 @@ def generate_views(
         if not pending:
             break
         outs = _safe_generate(gen, [convs[r] for r in pending])
+        load["engine_calls"] += 1
+        load["prompts"] += len(pending)
+        for out in outs:
+            if out is not None:
+                load["prompt_tokens"] += out.prompt_tokens
+                load["cached_tokens"] += out.cached_tokens
         candidates: list[tuple[int, str]] = []
         for r, out in zip(pending, outs, strict=True):
             attempts[r] += 1
@@ -130,7 +138,7 @@ def generate_views(
                 "generated_tokens": tokens[r],
             }
         )
-    return {"rows": rows, "problems": dict(problems), "tokens": sum(tokens)}
+    return {"rows": rows, "problems": dict(problems), "tokens": sum(tokens), **load}
 
 
 def _set_threads(n: int) -> None:
@@ -143,10 +151,12 @@ def _set_threads(n: int) -> None:
 class ViewWorker:
     """Ray actor body: one generation engine + one faithfulness encoder."""
 
-    def __init__(self, model_path: str, encoder_path: str, llm: LLMConfig, enc: EncoderConfig, seed: int):
+    def __init__(self, model_path: str, encoder_path: str, llm: LLMConfig, enc: EncoderConfig, seed: int,
+                 engine_id: int = 0):
         t0 = time.perf_counter()
-        _set_threads(llm.omp_threads)
+        _set_threads(llm.omp_threads or 1)
         self.cfg = llm
+        self.engine_id = engine_id
         self.gen = make_generator(model_path, llm, seed)
         # Faithfulness always uses sentence-transformers with the configured encoder model:
         # a second vLLM engine per actor would double its memory.
@@ -154,13 +164,24 @@ class ViewWorker:
         self.encoder = make_encoder(encoder_path, enc_st)
         self.start_seconds = time.perf_counter() - t0
 
-    def ready(self) -> float:
-        return self.start_seconds
+    def ready(self) -> dict[str, Any]:
+        """Start-up facts for the stage report, resolved on this actor's machine."""
+        from semacdr_dist.hardware import cpu_info
+
+        return {
+            "engine": self.engine_id,
+            "start_seconds": self.start_seconds,
+            "dtype": self.gen.dtype,
+            "dtype_reason": self.gen.dtype_reason,
+            "threads": self.cfg.omp_threads or 1,
+            "cpu": cpu_info().describe(),
+        }
 
     def process(self, items: list[dict[str, Any]], requests: list[tuple[int, str]], shas: dict[str, str]) -> dict:
         t0 = time.perf_counter()
         out = generate_views(self.gen, self.encoder, items, requests, self.cfg, shas)
         out["seconds"] = time.perf_counter() - t0
+        out["engine"] = self.engine_id
         return out
 
 
@@ -171,8 +192,8 @@ class EncodeWorker:
         _set_threads(cfg.omp_threads)
         self.encoder = make_encoder(model_path, cfg)
 
-    def ready(self) -> int:
-        return self.encoder.dim
+    def ready(self) -> dict[str, Any]:
+        return {"dim": self.encoder.dim, "dtype": self.encoder.dtype, "dtype_reason": self.encoder.dtype_reason}
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode(texts)
@@ -193,6 +214,7 @@ class PoolStats:
     bisections: int = 0
     failed_payloads: int = 0
     start_seconds: float = 0.0
+    actors: list[Any] = field(default_factory=list)  # what each actor's ready() returned
     errors: list[str] = field(default_factory=list)
 
 
@@ -225,7 +247,7 @@ class ActorPool:
 
         t0 = time.perf_counter()
         self.actors = [self.make_actor(s) for s in range(self.size)]
-        ray.get([a.ready.remote() for a in self.actors])
+        self.stats.actors = ray.get([a.ready.remote() for a in self.actors])
         self.stats.start_seconds = time.perf_counter() - t0
 
     def close(self) -> None:

@@ -21,8 +21,9 @@ class TrainConfig:
     resources_per_worker: dict = field(default_factory=lambda: {"CPU": 1})
     # DeepSpeed ZeRO stage 0 (plain DDP), 1 (optimizer states), 2 (+grads), 3 (+params).
     zero_stage: int = 1
-    # fp32 | bf16. fp32 is exact and fast enough on CPU; bf16 for GPUs (and CPUs with AMX).
-    precision: str = "fp32"
+    # auto | fp32 | bf16. auto = bf16 on GPUs and on CPUs with native bf16 (avx512_bf16 / AMX),
+    # fp32 on other CPUs (emulated bf16 is slower than fp32); resolved on each worker.
+    precision: str = "auto"
     # Maximum passes over the train split (early stopping may end sooner).
     epochs: int = 5
     # Sequences per worker per micro-step (DeepSpeed train_micro_batch_size_per_gpu).

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from semacdr_dist.hardware import resolve_precision
 from semacdr_dist.train.config import TrainConfig
 
 SCHEDULES = ("cosine", "linear", "constant")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def validate_train_config(cfg: TrainConfig) -> None:
@@ -43,8 +44,13 @@ def total_optimizer_steps(cfg: TrainConfig, n_train: int, world_size: int) -> in
 
 
 def render_deepspeed_config(cfg: TrainConfig, world_size: int, total_steps: int) -> dict[str, Any]:
-    """The DeepSpeed config dict of a run of `total_steps` optimizer steps on `world_size` ranks."""
+    """The DeepSpeed config dict of a run of `total_steps` optimizer steps on `world_size` ranks.
+
+    ``precision: auto`` is resolved here on the driver's machine; each worker resolves it
+    again on its own (`loop._agreed_precision`) and overrides the ``bf16`` section.
+    """
     validate_train_config(cfg)
+    precision, _ = resolve_precision(cfg.precision, cfg.use_gpu)
     warmup = min(cfg.warmup, max(total_steps - 1, 0))
     ds: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": cfg.batch_size,
@@ -63,7 +69,7 @@ def render_deepspeed_config(cfg: TrainConfig, world_size: int, total_steps: int)
             },
         },
         "zero_optimization": {"stage": cfg.zero_stage},
-        "bf16": {"enabled": cfg.precision == "bf16"},
+        "bf16": {"enabled": precision == "bf16"},
         "fp16": {"enabled": False},
         "steps_per_print": 10**9,  # progress goes through our logger, once per epoch
         "wall_clock_breakdown": False,

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from semacdr_dist.data.batch import SequenceCollate, collate_rows
+from semacdr_dist.hardware import resolve_precision
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.train.checkpoint import (
     DS_TAG,
@@ -96,6 +97,24 @@ def _valid_batches(config: dict, domains: list[str], rank: int, world: int, devi
         batches.append(collate_rows(rows.slice(start, bs), config["max_len"], domains, device))
         weights.append(torch.as_tensor(weight[start : start + bs]))
     return batches, weights
+
+
+def _agreed_precision(tcfg: TrainConfig) -> str:
+    """``train.precision`` resolved on this worker's machine, the same on every rank.
+
+    "auto" is bf16 only where the CPU has native bf16 (or on GPUs); a cluster whose
+    workers differ trains in fp32 unless every rank has it (ranks must agree).
+    """
+    import torch.distributed as dist
+
+    precision, reason = resolve_precision(tcfg.precision, tcfg.use_gpu)
+    if tcfg.precision == "auto" and not tcfg.use_gpu and dist.is_initialized() and dist.get_world_size() > 1:
+        flag = torch.tensor([1 if precision == "bf16" else 0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        if precision == "bf16" and not flag.item():
+            precision, reason = "fp32", "another rank's CPU has no native bf16"
+    log.info("train precision %s: %s", precision, reason)
+    return precision
 
 
 def _gathered(engine, stage: int):
@@ -167,7 +186,8 @@ def train_loop_per_worker(config: dict) -> None:
     build_model = _import(config.get("build_model", "semacdr_dist.model:build_model"))
     model = build_model(config["model"], catalog, features)
     del features  # the model holds its own (frozen) copy
-    if tcfg.precision == "bf16":
+    precision = _agreed_precision(tcfg)
+    if precision == "bf16":
         # DeepSpeed casts parameters only; the frozen feature buffers must match the adapters'
         # dtype (and take half the memory).
         model.to(torch.bfloat16)
@@ -175,7 +195,7 @@ def train_loop_per_worker(config: dict) -> None:
     engine, _, _, _ = deepspeed.initialize(
         model=_LossModule(model),
         model_parameters=[p for p in model.parameters() if p.requires_grad],
-        config=config["deepspeed"],
+        config={**config["deepspeed"], "bf16": {"enabled": precision == "bf16"}},
     )
     device = engine.device
     state: dict[str, Any] = {"epoch": 0, "best": None, "best_epoch": -1, "bad_epochs": 0, "stopped": False}
@@ -196,7 +216,7 @@ def train_loop_per_worker(config: dict) -> None:
     start_epoch = state["epoch"]  # > 0 after a restart: recorded so resumption is visible
     if rank == 0:
         log.info("%s: model + DeepSpeed (ZeRO-%d, %s) ready in %.1f s, starting at epoch %d", run_name,
-                 tcfg.zero_stage, tcfg.precision, time.perf_counter() - t_start, state["epoch"])
+                 tcfg.zero_stage, precision, time.perf_counter() - t_start, state["epoch"])
     valid_batches, valid_weights = _valid_batches(config, catalog.domains, rank, world, device)
     shard = ray.train.get_dataset_shard("train")
     collate = SequenceCollate(config["max_len"], catalog.domains, device)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from semacdr_dist.config import load_config
+from semacdr_dist.hardware import cpu_info
 from semacdr_dist.train.config import TrainConfig
 from semacdr_dist.train.deepspeed_config import render_deepspeed_config, total_optimizer_steps
 from semacdr_dist.train.scoring import (
@@ -20,10 +21,13 @@ from semacdr_dist.train.scoring import (
 def test_presets_compose_and_render():
     cpu = load_config(["train=cpu"]).train
     gpu = load_config(["train=gpu"]).train
-    assert (cpu.num_workers, cpu.zero_stage, cpu.precision, cpu.use_gpu) == (2, 1, "fp32", False)
-    assert (gpu.precision, gpu.use_gpu, gpu.backend) == ("bf16", True, "nccl")
+    assert (cpu.num_workers, cpu.zero_stage, cpu.precision, cpu.use_gpu) == (2, 1, "auto", False)
+    assert (gpu.precision, gpu.use_gpu, gpu.backend) == ("auto", True, "nccl")
     ds = render_deepspeed_config(gpu, world_size=8, total_steps=1000)
-    assert ds["bf16"] == {"enabled": True}
+    assert ds["bf16"] == {"enabled": True}  # auto on GPUs = bf16
+    # auto on this CPU: bf16 only where it is native.
+    native = cpu_info().native_bf16
+    assert render_deepspeed_config(cpu, world_size=2, total_steps=10)["bf16"] == {"enabled": native}
     assert ds["zero_optimization"]["stage"] == 2
     assert ds["train_batch_size"] == gpu.batch_size * 8 * gpu.grad_accum
 
