@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from semacdr_dist.hardware import CPUInfo, cpu_info, machine_summary, resolve_dtype, resolve_precision
+from semacdr_dist.hardware import (
+    CPUInfo,
+    cpu_info,
+    machine_summary,
+    resolve_dtype,
+    resolve_precision,
+)
 from semacdr_dist.semantics.config import LLMConfig
 from semacdr_dist.semantics.layout import GIB, engine_layout
 
