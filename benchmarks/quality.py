@@ -451,6 +451,13 @@ def markdown(result: dict) -> str:
             lines += ["", "Targets (issue 14): SemaCDR / strongest baseline >= 1.10 on NDCG@10 and HR@10 overall, "
                       ">= 1.0 per domain and on cold-start users (full target-domain ranking):", ""]
             lines += [f"- {v}" for v in verdicts]
+    if result.get("unfinished"):
+        lines += ["", "Runs started but not finished (not in the table; a rerun resumes them from their last "
+                  "checkpoint), with their best valid score so far:", "",
+                  "| variant | seed | epochs done | best valid ndcg@10 (epoch) | valid hr@10 | min / epoch |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {u['variant']} | {u['seed']} | {u['epochs_run']} | {u['valid/ndcg@10']:.4f} ({u['best_epoch']}) "
+                  f"| {u['valid/hr@10']:.4f} | {u['epoch_minutes']} |" for u in result["unfinished"]]
     if result.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
@@ -500,6 +507,7 @@ def main() -> int:
     per_variant: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
     train_seconds: dict[str, list[float]] = {v: [] for v in args.variants}
     convergence: dict[str, list[dict]] = {v: [] for v in args.variants}
+    unfinished: list[dict] = []  # started, not finished: valid scores so far (resumable)
     protocol: dict = {}
 
     def run_all(finished_only: bool) -> list[str]:
@@ -521,7 +529,18 @@ def main() -> int:
             cfg = locked_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
             run = RunDir(cfg.run_dir)
             name = cfg.model.name
+            protocol = protocol or {
+                "max_epochs": cfg.train.epochs, "patience": cfg.train.patience,
+                "selection": f"best {cfg.train.monitor} on the valid split (checkpoint evaluated on test)",
+                "loss": cfg.model.loss, "num_negatives": cfg.model.num_negatives,
+                "num_workers": cfg.train.num_workers, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
+                "schedule": cfg.train.schedule, "train_examples": cfg.data.train_examples,
+            }
             if not run.is_done(f"eval/{name}"):
+                if run.exists(f"train/{name}", "metrics.jsonl"):
+                    record = tuning_record(run, name, cfg.train.monitor)
+                    if record:
+                        unfinished.append({"variant": variant, "seed": seed, **record})
                 continue
             trained, evaluated = run.read_json(f"train/{name}/_SUCCESS.json"), run.read_json(f"eval/{name}/metrics.json")
             train_seconds[variant].append(float(trained.get("seconds") or 0.0))
@@ -530,13 +549,6 @@ def main() -> int:
                 "best_epoch": trained.get("best_epoch"), "stopped_by": trained.get("stopped_by"),
                 "minutes": round(float(trained.get("seconds") or 0.0) / 60, 2),
             })
-            protocol = protocol or {
-                "max_epochs": cfg.train.epochs, "patience": cfg.train.patience,
-                "selection": f"best {cfg.train.monitor} on the valid split (checkpoint evaluated on test)",
-                "loss": cfg.model.loss, "num_negatives": cfg.model.num_negatives,
-                "num_workers": cfg.train.num_workers, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
-                "schedule": cfg.train.schedule, "train_examples": cfg.data.train_examples,
-            }
             metrics = dict(evaluated.get("metrics", evaluated))
             if args.split == "test":
                 metrics.update(extra_metrics(run, name, domains, cfg.model.max_len, cfg.evaluate.seed,
@@ -636,6 +648,7 @@ def main() -> int:
         "runs": per_variant,
         "protocol": protocol,
         "convergence": {v: rs for v, rs in convergence.items() if rs},
+        "unfinished": unfinished,
         "published_999": PUBLISHED_999 if args.data == "food_kitchen" else None,
         "notes": NOTES.get(args.data, []),
         "train_seconds": train_seconds,

@@ -67,3 +67,11 @@ def test_markdown_flags_cap_stopped_runs_and_shows_gate_and_published_999():
     assert "- semacdr: cold 0.500 / nan / nan" in md
     assert "| ABXI (published) | 0.3243 | 0.1971 | 0.2438 | 0.1427 |" in md
     assert "| semacdr (ours) | 0.3000 | – | – | – |" in md
+
+
+def test_markdown_lists_unfinished_runs_outside_the_table():
+    md = quality.markdown({"command": "q", "data": "food_kitchen", "seeds": [0], "machine": "m", "seconds": 1.0,
+                           "columns": [], "table": {}, "unfinished": [
+                               {"variant": "semacdr", "seed": 0, "epochs_run": 3, "best_epoch": 2,
+                                "valid/ndcg@10": 0.05, "valid/hr@10": 0.1, "epoch_minutes": 20.5}]})
+    assert "| semacdr | 0 | 3 | 0.0500 (2) | 0.1000 | 20.5 |" in md and "not in the table" in md
