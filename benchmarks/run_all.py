@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
 RESULTS = HERE / "results"
 # Order: cheapest first; quality.py is separate (`make bench-quality`, hours on CPU).
 BENCHMARKS = ("prepare", "model", "evaluate", "train", "semantics")
@@ -35,7 +36,27 @@ def run(names: list[str], quick: bool) -> dict[str, int]:
         print(f"== {' '.join(cmd)}", flush=True)
         codes[name] = subprocess.call(cmd)
         print(f"== {name}: exit {codes[name]} in {time.perf_counter() - t0:.0f}s", flush=True)
+        if codes[name] == 0:
+            stamp_machine(RESULTS / f"{name}.json", " ".join(cmd[1:]), quick)
     return codes
+
+
+def stamp_machine(path: Path, command: str, quick: bool) -> None:
+    """Record in a benchmark's JSON the machine it ran on: CPU model, flags (bf16/AMX), cores.
+
+    A figure without its CPU is not a figure: the same code runs 2x apart on CPUs with
+    and without native bf16. What the benchmark recorded itself (its dtype, load) is kept.
+    """
+    from semacdr_dist.hardware import machine_summary
+
+    if not path.exists():
+        return
+    data = json.loads(path.read_text())
+    data["machine"] = {**machine_summary(), **(data.get("machine") or {})}
+    data.setdefault("command", command)
+    data["date"] = time.strftime("%Y-%m-%d")
+    data["quick"] = quick
+    path.write_text(json.dumps(data, indent=2))
 
 
 def gather(results: Path = RESULTS) -> str:
@@ -46,10 +67,15 @@ def gather(results: Path = RESULTS) -> str:
         name = js.stem
         data = json.loads(js.read_text())
         parts.append(f"## {name}")
-        meta = {k: data[k] for k in ("command", "machine", "date", "quick") if k in data}
-        if meta:
-            parts.append("")
-            parts += [f"- {k}: `{v}`" for k, v in meta.items()]
+        meta = {k: data[k] for k in ("command", "date", "quick") if k in data}
+        machine = data.get("machine") or {}
+        if "describe" in machine:
+            meta["machine"] = (f"{machine['describe']}; flags {', '.join(machine.get('flags', [])) or 'none'}"
+                               + (f"; dtype {machine['dtype']}" if machine.get("dtype") else ""))
+        else:
+            meta["machine"] = "not recorded (measured before run_all stamped the CPU: re-run it)"
+        parts.append("")
+        parts += [f"- {k}: `{v}`" for k, v in meta.items()]
         md = results / f"{name}.md"
         parts += ["", md.read_text().strip() if md.exists() else "```json\n" + json.dumps(data, indent=2)[:4000] + "\n```", ""]
     return "\n".join(parts) + "\n"

@@ -152,7 +152,8 @@ def test_generation_budget_stops_keeps_and_resumes(ray_local, tmp_path):
     from semacdr_dist.rundir import StageIncomplete
 
     run = RunDir(tmp_path / "run")
-    write_items(run, N)
+    n = 8  # 2 batches before the deadline + 2 after: every path of the budget, fewest views
+    write_items(run, n)
     cache = str(tmp_path / "cache")
     # One engine, two batches in flight, both taken before the 0.5 s deadline; the next
     # payload is asked for only after a batch finished (seconds later), so it is refused.
@@ -168,8 +169,8 @@ def test_generation_budget_stops_keeps_and_resumes(ray_local, tmp_path):
     assert partial["exported_to_cache"] == 8
     assert not run.is_done("semantics") and not run.list_files("features")
     report = run_semantics(small_config("llm.num_engines=1", f"llm.cache_path={cache}"), run)
-    assert report["generation"]["complete"] and report["generation"]["generated_views"] == 2 * N - 8
-    assert_exact_keys(run, cfg)
+    assert report["generation"]["complete"] and report["generation"]["generated_views"] == 2 * n - 8
+    assert_exact_keys(run, cfg, n)
     assert run.is_done("semantics")
 
 
@@ -177,7 +178,8 @@ def test_engine_actor_killed_midrun_loses_nothing(ray_local, tmp_path):
     import ray
 
     run = RunDir(tmp_path / "run")
-    write_items(run, N)
+    n = 12  # 6 batches of 2: the kill lands with batches done, running and queued
+    write_items(run, n)
     cfg = small_config("llm.batch_size=2", "llm.shard_rows=4", "llm.max_retries=0")
     killed: list[str] = []
 
@@ -199,5 +201,5 @@ def test_engine_actor_killed_midrun_loses_nothing(ray_local, tmp_path):
     assert killed, "the engine actor was never killed"
     g = report["generation"]
     assert g["actor_restarts"] >= 1 and g["batch_retries"] >= 1
-    assert_exact_keys(run, cfg)
-    assert g["generated_views"] == 2 * N
+    assert_exact_keys(run, cfg, n)
+    assert g["generated_views"] == 2 * n
