@@ -395,6 +395,10 @@ def markdown(result: dict) -> str:
         lines.append(f"Training time over all {len(all_secs)} runs: {sum(all_secs) / 60:.1f} min.")
     if result.get("protocol"):
         lines.append("Training, every variant: " + ", ".join(f"{k} {v}" for k, v in result["protocol"].items()) + ".")
+    if not result["table"]:
+        lines += ["", "**No run has finished under this protocol yet**, so there is no table and no verdict on the "
+                  "targets. The last finished table (one epoch per model, a superseded protocol) is in git "
+                  "history (commit 7d986e9)."]
     conv = result.get("convergence", {})
     show = [c for c in cols if not c.startswith("gate/")]
     lines += [
