@@ -69,7 +69,8 @@ class LLMConfig:
     prompts: Prompts = field(default_factory=Prompts)
     # Engines (one Ray actor each). null = from the hardware (semantics.layout): on a CPU one
     # single-thread engine per core Ray can give (a 135M model decodes faster as two 1-thread
-    # engines than as one 2-thread engine: 227 vs 97 tok/s), fewer when memory or the catalog
+    # engines than as one 2-thread engine: 227 vs 97 tok/s in native bf16, 105 vs 97 in
+    # float32 on a CPU without it), fewer when memory or the catalog
     # is short; on GPUs one engine per tensor_parallel_size GPUs.
     num_engines: int | None = None
     batch_size: int = 64  # items per actor call (x2 prompts: both views in one engine call)
@@ -80,7 +81,9 @@ class LLMConfig:
     # null = the cores left to each engine (cores // engines).
     omp_threads: int | None = None
     # vLLM prefix caching: the system message and chat-template tokens every prompt starts
-    # with are prefilled once per engine (benchmarks/semantics.py measures it on and off).
+    # with are reused across engine calls (prompts scheduled in the same step cannot share).
+    # The stage serves ~20% of prompt tokens from the cache; in one raw call (8% cached) it
+    # measured 0.96x of caching off, i.e. within noise (benchmarks/results/semantics.md).
     prefix_caching: bool = True
     # Tokens per KV-cache block (vLLM block_size; null = vLLM's default, 128 on CPU). Prefix
     # caching reuses whole blocks only: our prompts share their first ~40 tokens (system

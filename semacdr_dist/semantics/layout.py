@@ -4,11 +4,12 @@ A plain function of what Ray offers and what the host has, so the rule is
 testable and the stage report can say why it chose what it chose.
 
 The rule on CPUs, from measurements on 2-core boxes (benchmarks/semantics.py
-re-measures it on the machine at hand): a small model decodes faster as several
-one-thread engines than as one multi-thread engine (SmolLM2-135M: two 1-thread
-engines 227 tok/s, one 2-thread engine 97 tok/s: batch-64 matmuls of a 576-wide
-model do not scale past one core, while independent engines do). So one engine
-per core, capped by memory (each engine holds its weights and KV cache) and by
+re-measures it on the machine at hand): a small model decodes at least as fast as
+several one-thread engines as it does as one multi-thread engine (SmolLM2-135M,
+bf16 on a CPU with native bf16: two 1-thread engines 227 tok/s, one 2-thread
+engine 97; float32 without native bf16: 105 vs 97), because batch-64 matmuls of a
+576-wide model scale poorly past one core while independent engines do not share
+anything. So one engine per core, capped by memory (each engine holds its weights and KV cache) and by
 the work (an engine without a batch only costs its start-up); the cores left
 over go to the engines as threads. On GPUs: one engine per tensor-parallel group.
 """
