@@ -117,6 +117,15 @@ TUNING: dict[str, dict[str, list[str]]] = {
 }
 
 
+# What a reader of tuning.md needs to know about how far the search got (edited by hand per sitting).
+TUNING_NOTES = [
+    "2026-12-06 sitting (2 cores shared with another engineer's nice-0 benchmarks; our jobs at nice 19): only "
+    "the table settings of SemaCDR and LLM4CDSR (seed 0) were started; no setting finished under the protocol "
+    "and the alternatives were not run, so nothing is chosen yet. The per-epoch valid curves compare the two "
+    "models at equal epochs only.",
+]
+
+
 def tuning_record(run: RunDir, name: str, monitor: str = "valid/ndcg@10") -> dict | None:
     """Best valid scores and the convergence record of one tuning run, read from metrics.jsonl."""
     from semacdr_dist.train.stage import convergence
@@ -130,6 +139,7 @@ def tuning_record(run: RunDir, name: str, monitor: str = "valid/ndcg@10") -> dic
     out = {"valid/ndcg@10": best.get("valid/ndcg@10"), "valid/hr@10": best.get("valid/hr@10"),
            **convergence(recs, monitor), "finished": done,
            "minutes": round(run.read_json(f"train/{name}/_SUCCESS.json")["seconds"] / 60, 1) if done else None,
+           "valid_curve": [round(r[monitor], 4) for r in recs],
            "epoch_minutes": round(statistics.fmean(r["train/sequences"] / r["train/seq_per_s"] for r in recs) / 60, 2)}
     if not done:
         out["stopped_by"] = "unfinished"
@@ -143,16 +153,20 @@ def tuning_markdown(result: dict) -> str:
              f"({', '.join(f'{k} {v}' for k, v in result['protocol'].items())}); scores are the best epoch's exact "
              "full-catalog valid ranking. Test is never read.", ""]
     for variant, rows in result["searches"].items():
-        lines += [f"## {variant}", "", "| setting | overrides | valid ndcg@10 | valid hr@10 | epochs run (best) | stopped by | min |",
-                  "|---|---|---:|---:|---|---|---:|"]
+        lines += [f"## {variant}", "", "| setting | overrides | best valid ndcg@10 | valid hr@10 | epochs run (best) "
+                  "| stopped by | valid ndcg@10 by epoch | min |", "|---|---|---:|---:|---|---|---|---:|"]
         for tag, r in rows.items():
+            over = " ".join(TUNING[variant][tag]) or "(table config)"
             if r is None:
-                lines.append(f"| {tag} | `{' '.join(TUNING[variant][tag]) or '(table config)'}` | – | – | – | not run | – |")
+                lines.append(f"| {tag} | `{over}` | – | – | – | not run | – | – |")
                 continue
-            lines.append(f"| {tag} | `{' '.join(TUNING[variant][tag]) or '(table config)'}` | {r['valid/ndcg@10']:.4f} | {r['valid/hr@10']:.4f} "
-                         f"| {r['epochs_run']} ({r['best_epoch']}) | {r['stopped_by']} | {r['minutes'] or '–'} |")
+            curve = ", ".join(f"{x:.4f}" for x in r.get("valid_curve", []))
+            lines.append(f"| {tag} | `{over}` | {r['valid/ndcg@10']:.4f} | {r['valid/hr@10']:.4f} "
+                         f"| {r['epochs_run']} ({r['best_epoch']}) | {r['stopped_by']} | {curve} | {r['minutes'] or '–'} |")
         best = result["best"].get(variant)
-        lines += ["", f"Chosen: **{best}**" if best else "Chosen: none yet", ""]
+        lines += ["", f"Chosen: **{best}**" if best else "Chosen: none yet (no setting has finished under the protocol)", ""]
+    if result.get("notes"):
+        lines += ["Notes:", ""] + [f"- {n}" for n in result["notes"]] + [""]
     return "\n".join(lines) + "\n"
 
 
@@ -401,7 +415,7 @@ def markdown(result: dict) -> str:
                   "history (commit 7d986e9)."]
     conv = result.get("convergence", {})
     show = [c for c in cols if not c.startswith("gate/")]
-    lines += [
+    lines += [] if not result["table"] else [
         "",
         "| variant | seeds | " + " | ".join(c.removeprefix("test/") for c in show) + " | train min / run |"
         + (" epochs run (best) / stopped by |" if conv else ""),
@@ -458,10 +472,11 @@ def markdown(result: dict) -> str:
     if result.get("unfinished"):
         lines += ["", "Runs started but not finished (not in the table; a rerun resumes them from their last "
                   "checkpoint), with their best valid score so far:", "",
-                  "| variant | seed | epochs done | best valid ndcg@10 (epoch) | valid hr@10 | min / epoch |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| variant | seed | epochs done | best valid ndcg@10 (epoch) | valid hr@10 | valid ndcg@10 by epoch "
+                  "| min / epoch |", "|---|---:|---:|---:|---:|---|---:|"]
         lines += [f"| {u['variant']} | {u['seed']} | {u['epochs_run']} | {u['valid/ndcg@10']:.4f} ({u['best_epoch']}) "
-                  f"| {u['valid/hr@10']:.4f} | {u['epoch_minutes']} |" for u in result["unfinished"]]
+                  f"| {u['valid/hr@10']:.4f} | {', '.join(f'{x:.4f}' for x in u.get('valid_curve', []))} "
+                  f"| {u['epoch_minutes']} |" for u in result["unfinished"]]
     if result.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
@@ -591,12 +606,13 @@ def main() -> int:
                 run = RunDir(cfg.run_dir)
                 searches[variant][tag] = tuning_record(run, cfg.model.name) if run.exists(f"train/{cfg.model.name}") else None
                 print(f"tuning {variant} {tag}: {searches[variant][tag]}", flush=True)
-        best = {v: max((t for t, r in rows.items() if r), key=lambda t: rows[t]["valid/ndcg@10"], default=None)
+        best = {v: max((t for t, r in rows.items() if r and r["finished"]), key=lambda t: rows[t]["valid/ndcg@10"],
+                       default=None)
                 for v, rows in searches.items()}
         result = {"command": " ".join([Path(sys.executable).name, *(a for a in sys.argv if a != "--only-finished")]),
                   "data": args.data, "seed": seed, "split": "valid", "settings": TUNING,
                   "protocol": {"max_epochs": MAX_EPOCHS, "patience": PATIENCE, "selection": "valid/ndcg@10"},
-                  "searches": searches, "best": best, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+                  "searches": searches, "best": best, "notes": TUNING_NOTES, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
         (RESULTS / "tuning.json").write_text(json.dumps(result, indent=2))
         (RESULTS / "tuning.md").write_text(tuning_markdown(result))
         print(tuning_markdown(result))

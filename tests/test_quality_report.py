@@ -73,5 +73,7 @@ def test_markdown_lists_unfinished_runs_outside_the_table():
     md = quality.markdown({"command": "q", "data": "food_kitchen", "seeds": [0], "machine": "m", "seconds": 1.0,
                            "columns": [], "table": {}, "unfinished": [
                                {"variant": "semacdr", "seed": 0, "epochs_run": 3, "best_epoch": 2,
-                                "valid/ndcg@10": 0.05, "valid/hr@10": 0.1, "epoch_minutes": 20.5}]})
-    assert "| semacdr | 0 | 3 | 0.0500 (2) | 0.1000 | 20.5 |" in md and "not in the table" in md
+                                "valid/ndcg@10": 0.05, "valid/hr@10": 0.1, "epoch_minutes": 20.5,
+                                "valid_curve": [0.01, 0.04, 0.05]}]})
+    assert "| semacdr | 0 | 3 | 0.0500 (2) | 0.1000 | 0.0100, 0.0400, 0.0500 | 20.5 |" in md
+    assert "not in the table" in md and "No run has finished" in md
