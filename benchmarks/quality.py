@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import re
 import statistics
 import sys
 import threading
@@ -583,7 +584,8 @@ def main() -> int:
         def tuning_dir(variant: str, tag: str) -> Path:
             if not TUNING[variant][tag]:  # the table's own setting: its seed run is the tuning run
                 return base_dir / f"seed{seed}" / variant
-            return Path(args.run_root) / "tuning" / variant / "_".join(TUNING[variant][tag]).replace("model.", "")
+            slug = "_".join(TUNING[variant][tag]).replace("model.", "")
+            return Path(args.run_root) / "tuning" / variant / re.sub(r"[^A-Za-z0-9._-]+", "-", slug)
         if not finished_only:
             def job(variant: str, tag: str) -> None:
                 run_dir = tuning_dir(variant, tag)
