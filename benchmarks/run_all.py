@@ -57,6 +57,12 @@ def stamp_machine(path: Path, command: str, quick: bool) -> None:
     data["date"] = time.strftime("%Y-%m-%d")
     data["quick"] = quick
     path.write_text(json.dumps(data, indent=2))
+    md = path.with_suffix(".md")
+    if md.exists():  # the table itself names the CPU too, not only the gathered report
+        m = data["machine"]
+        line = f"Measured on: {m['describe']}; flags {', '.join(m['flags']) or 'none'}; {data['date']}."
+        body = [x for x in md.read_text().splitlines() if not x.startswith("Measured on: ")]
+        md.write_text("\n".join([*body[:1], "", line, *body[1:]]) + "\n")
 
 
 def gather(results: Path = RESULTS) -> str:
