@@ -52,7 +52,8 @@ def stamp_machine(path: Path, command: str, quick: bool) -> None:
     if not path.exists():
         return
     data = json.loads(path.read_text())
-    data["machine"] = {**machine_summary(), **(data.get("machine") or {})}
+    own = data.get("machine")
+    data["machine"] = {**machine_summary(), **(own if isinstance(own, dict) else {"note": own} if own else {})}
     data.setdefault("command", command)
     data["date"] = time.strftime("%Y-%m-%d")
     data["quick"] = quick
