@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 from omegaconf import OmegaConf
 
@@ -33,28 +32,23 @@ def _usage() -> str:
 
 
 def _run_stages(cfg: Config, stages: tuple[str, ...]) -> int:
-    from semacdr_dist.profiling import PeakRSS
-
-    t0 = time.perf_counter()
-    with PeakRSS() as peak:
-        try:
-            result = run_pipeline(cfg, stages=stages)
-        except StageIncomplete as stop:
-            print(f"\n{stop}", file=sys.stderr)
-            return 3
-    wall = time.perf_counter() - t0
-    _print_summary(result, wall, peak.gib)
+    try:
+        result = run_pipeline(cfg, stages=stages)  # measures its own wall time and peak RSS
+    except StageIncomplete as stop:
+        print(f"\n{stop}", file=sys.stderr)
+        return 3
+    _print_summary(result)
     return 0
 
 
-def _print_summary(result: PipelineResult, wall_s: float, peak_gib: float) -> None:
+def _print_summary(result: PipelineResult) -> None:
     print()
     print(summary_table(result))
     print()
     print(f"run directory: {result.run_dir}")
     if result.report:
         print(f"report: {result.report}")
-    print(f"wall time: {wall_s:.1f}s, peak RSS (process tree): {peak_gib:.2f} GiB")
+    print(f"wall time: {result.wall_seconds:.1f}s, peak RSS (process tree): {result.peak_tree_rss_gib:.2f} GiB")
 
 
 def _report(cfg: Config, runs: list[str]) -> int:
