@@ -34,6 +34,10 @@ from semacdr_dist.rundir import RunDir, StageIncomplete  # noqa: E402
 from semacdr_dist.runtime import ray_session  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
+# One small JSON per finished run (train record, per-epoch metrics, evaluation), committed:
+# a converged table takes many 3-hour sittings on 2 cores, and only what is committed outlives
+# a sitting, so a finished run is never trained twice. Run directories stay scratch space.
+RECORDS = RESULTS / "quality_runs"
 SHARED_INPUTS = ("items", "interactions", "sequences", "features", "views", "semantics", "stats.json")
 
 # variant -> Hydra overrides (model group + ablation switches).
@@ -128,19 +132,48 @@ TUNING_NOTES = [
 ]
 
 
-def tuning_record(run: RunDir, name: str, monitor: str = "valid/ndcg@10") -> dict | None:
-    """Best valid scores and the convergence record of one tuning run, read from metrics.jsonl."""
+def record_path(kind: str, *parts: str) -> Path:
+    """Where the committed record of one finished run lives: quality_runs/<kind>/<parts>.json."""
+    return RECORDS.joinpath(kind, *parts[:-1], f"{parts[-1]}.json")
+
+
+def save_record(run: RunDir, name: str, path: Path, evaluated: bool, extra: dict | None = None) -> dict:
+    """Write the record of a finished run (train done; and evaluate, if `evaluated`)."""
+    from semacdr_dist.train.state import read_metrics
+
+    record = {"train": run.read_json(f"train/{name}/_SUCCESS.json"), "metrics": read_metrics(run, name)}
+    if evaluated:
+        record["eval"] = run.read_json(f"eval/{name}/metrics.json")
+        record["extra"] = extra or {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+    return record
+
+
+def load_record(path: Path, evaluated: bool) -> dict | None:
+    """The committed record of a finished run, or None (also when it lacks the evaluation)."""
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    return record if not evaluated or "eval" in record else None
+
+
+def tuning_record(run: RunDir, name: str, monitor: str = "valid/ndcg@10", saved: dict | None = None) -> dict | None:
+    """Best valid scores and the convergence record of one tuning run, from its metrics.jsonl
+    (or from `saved`, its committed record)."""
     from semacdr_dist.train.stage import convergence
     from semacdr_dist.train.state import read_metrics
 
-    recs = [r for r in read_metrics(run, name) if isinstance(r.get(monitor), (int, float)) and r[monitor] >= 0]
+    metrics = saved["metrics"] if saved else read_metrics(run, name)
+    recs = [r for r in metrics if isinstance(r.get(monitor), (int, float)) and r[monitor] >= 0]
     if not recs:
         return None
     best = max(recs, key=lambda r: (r[monitor], -r["epoch"]))
-    done = run.is_done(f"train/{name}")
+    done = bool(saved) or run.is_done(f"train/{name}")
+    success = saved["train"] if saved else run.read_json(f"train/{name}/_SUCCESS.json") if done else None
     out = {"valid/ndcg@10": best.get("valid/ndcg@10"), "valid/hr@10": best.get("valid/hr@10"),
            **convergence(recs, monitor), "finished": done,
-           "minutes": round(run.read_json(f"train/{name}/_SUCCESS.json")["seconds"] / 60, 1) if done else None,
+           "minutes": round(success["seconds"] / 60, 1) if done else None,
            "valid_curve": [round(r[monitor], 4) for r in recs],
            "epoch_minutes": round(statistics.fmean(r["train/sequences"] / r["train/seq_per_s"] for r in recs) / 60, 2)}
     if not done:
@@ -538,11 +571,18 @@ def main() -> int:
         order = run_order(args.variants, args.seeds)
         if not finished_only:  # train + evaluate, `--parallel` runs at a time; then read them all back
             def job(variant: str, seed: int) -> None:
+                path = record_path(args.data, f"seed{seed}", variant)
+                if load_record(path, evaluated=True):
+                    return  # finished in an earlier sitting
                 run_dir = base_dir / f"seed{seed}" / variant
                 cfg = locked_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
+                run = RunDir(cfg.run_dir)
                 link_inputs(base, run_dir)
-                run_train(cfg, RunDir(cfg.run_dir), cfg.model.name)
-                run_evaluate(cfg, RunDir(cfg.run_dir), cfg.model.name)
+                run_train(cfg, run, cfg.model.name)
+                run_evaluate(cfg, run, cfg.model.name)
+                extra = extra_metrics(run, cfg.model.name, domains, cfg.model.max_len, cfg.evaluate.seed,
+                                      cfg.evaluate.cold_start_threshold)
+                save_record(run, cfg.model.name, path, evaluated=True, extra=extra)
 
             in_parallel(job, order, args.parallel)
         for variant, seed in order:
@@ -557,13 +597,18 @@ def main() -> int:
                 "num_workers": cfg.train.num_workers, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
                 "schedule": cfg.train.schedule, "train_examples": cfg.data.train_examples,
             }
-            if not run.is_done(f"eval/{name}"):
+            path = record_path(args.data, f"seed{seed}", variant)
+            saved = load_record(path, evaluated=True)
+            if saved is None and run.is_done(f"eval/{name}") and args.split == "test":
+                saved = save_record(run, name, path, evaluated=True, extra=extra_metrics(
+                    run, name, domains, cfg.model.max_len, cfg.evaluate.seed, cfg.evaluate.cold_start_threshold))
+            if saved is None:
                 if run.exists(f"train/{name}", "metrics.jsonl"):
                     record = tuning_record(run, name, cfg.train.monitor)
                     if record:
                         unfinished.append({"variant": variant, "seed": seed, **record})
                 continue
-            trained, evaluated = run.read_json(f"train/{name}/_SUCCESS.json"), run.read_json(f"eval/{name}/metrics.json")
+            trained, evaluated = saved["train"], saved["eval"]
             train_seconds[variant].append(float(trained.get("seconds") or 0.0))
             convergence[variant].append({
                 "seed": seed, "epochs_run": trained.get("epochs_run", trained.get("epochs")),
@@ -572,8 +617,7 @@ def main() -> int:
             })
             metrics = dict(evaluated.get("metrics", evaluated))
             if args.split == "test":
-                metrics.update(extra_metrics(run, name, domains, cfg.model.max_len, cfg.evaluate.seed,
-                                             cfg.evaluate.cold_start_threshold))
+                metrics.update(saved.get("extra") or {})
             per_variant[variant].append(headline(metrics, domains, args.split))
             print(f"seed {seed} {variant}: {per_variant[variant][-1]}", flush=True)
         return domains
@@ -587,13 +631,21 @@ def main() -> int:
                 return base_dir / f"seed{seed}" / variant
             slug = "_".join(TUNING[variant][tag]).replace("model.", "")
             return Path(args.run_root) / "tuning" / variant / re.sub(r"[^A-Za-z0-9._-]+", "-", slug)
+
+        def tuning_record_path(variant: str, tag: str) -> Path:
+            if not TUNING[variant][tag]:  # the table's seed run: its record is the table's
+                return record_path(args.data, f"seed{seed}", variant)
+            return record_path(args.data, "tuning", variant, tuning_dir(variant, tag).name)
         if not finished_only:
             def job(variant: str, tag: str) -> None:
+                if load_record(tuning_record_path(variant, tag), evaluated=False):
+                    return  # finished in an earlier sitting
                 run_dir = tuning_dir(variant, tag)
                 cfg = locked_config([*common, *VARIANTS[variant], *TUNING[variant][tag], f"seed={seed}",
                                    f"run_dir={run_dir}"])
                 link_inputs(base, run_dir)
                 run_train(cfg, RunDir(cfg.run_dir), cfg.model.name)
+                save_record(RunDir(cfg.run_dir), cfg.model.name, tuning_record_path(variant, tag), evaluated=False)
 
             # Interleaved (the i-th setting of every model before the next), so a cut-short search
             # has given every model the same number of settings.
@@ -607,7 +659,11 @@ def main() -> int:
                 run_dir = tuning_dir(variant, tag)
                 cfg = locked_config([*common, *VARIANTS[variant], *extra, f"seed={seed}", f"run_dir={run_dir}"])
                 run = RunDir(cfg.run_dir)
-                searches[variant][tag] = tuning_record(run, cfg.model.name) if run.exists(f"train/{cfg.model.name}") else None
+                saved = load_record(tuning_record_path(variant, tag), evaluated=False)
+                if saved is None and run.is_done(f"train/{cfg.model.name}"):
+                    saved = save_record(run, cfg.model.name, tuning_record_path(variant, tag), evaluated=False)
+                searches[variant][tag] = (tuning_record(run, cfg.model.name, saved=saved) if saved or run.exists(
+                    f"train/{cfg.model.name}") else None)
                 print(f"tuning {variant} {tag}: {searches[variant][tag]}", flush=True)
         best = {v: max((t for t, r in rows.items() if r and r["finished"]), key=lambda t: rows[t]["valid/ndcg@10"],
                        default=None)

@@ -77,3 +77,28 @@ def test_markdown_lists_unfinished_runs_outside_the_table():
                                 "valid_curve": [0.01, 0.04, 0.05]}]})
     assert "| semacdr | 0 | 3 | 0.0500 (2) | 0.1000 | 0.0100, 0.0400, 0.0500 | 20.5 |" in md
     assert "not in the table" in md and "No run has finished" in md
+
+
+def test_finished_run_record_round_trips_and_feeds_the_tuning_record(tmp_path, monkeypatch):
+    """A finished run is committed as one JSON; a later sitting reads it instead of retraining."""
+    from semacdr_dist.rundir import RunDir
+    from semacdr_dist.train.state import append_metrics
+
+    run = RunDir(str(tmp_path / "run"))
+    for epoch, score in enumerate([0.05, 0.07, 0.06]):
+        append_metrics(run, "semacdr", {"epoch": epoch, "valid/ndcg@10": score, "valid/hr@10": 2 * score,
+                                        "train/sequences": 1000, "train/seq_per_s": 100.0})
+    run.mark_done("train/semacdr", {"seconds": 120.0, "epochs_run": 3, "best_epoch": 1, "stopped_by": "patience"})
+    monkeypatch.setattr(quality, "RECORDS", tmp_path / "records")
+    path = quality.record_path("food_kitchen", "seed0", "semacdr")
+    assert path == tmp_path / "records" / "food_kitchen" / "seed0" / "semacdr.json"
+    assert quality.load_record(path, evaluated=False) is None
+    quality.save_record(run, "semacdr", path, evaluated=False)
+    saved = quality.load_record(path, evaluated=False)
+    assert saved["train"]["best_epoch"] == 1 and len(saved["metrics"]) == 3
+    # Not evaluated: not a table run yet.
+    assert quality.load_record(path, evaluated=True) is None
+    # The tuning record reads the committed copy even when the run directory is gone.
+    record = quality.tuning_record(RunDir(str(tmp_path / "gone")), "semacdr", saved=saved)
+    assert record["finished"] and record["valid/ndcg@10"] == 0.07 and record["best_epoch"] == 1
+    assert record["minutes"] == 2.0 and record["valid_curve"] == [0.05, 0.07, 0.06]
