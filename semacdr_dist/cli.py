@@ -6,6 +6,9 @@
     semacdr-dist models prepare [models_dir=...]
     semacdr-dist config [overrides...]             # print the composed config
 
+A failure prints one line naming the key or file, the value and the rule;
+add --verbose (or set HYDRA_FULL_ERROR=1) for the traceback.
+
 Every key of `configs/` is overridable, e.g.
 `semacdr-dist pipeline data=food_kitchen llm=smollm2_cpu train.num_workers=2`.
 The config is composed with Hydra's compose API (no working-directory change),
@@ -15,11 +18,13 @@ validated against the typed dataclasses, and saved as `<run_dir>/config.yaml`.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from omegaconf import OmegaConf
 
 from semacdr_dist.config import Config, load_config
+from semacdr_dist.errors import is_config_error, one_line
 from semacdr_dist.pipeline import STAGES, PipelineResult, run_pipeline, summary_table
 from semacdr_dist.rundir import StageIncomplete
 
@@ -77,7 +82,23 @@ def _models(args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a failure prints one line naming what broke (``--verbose``: the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    argv = [a for a in argv if a != "--verbose"]
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if verbose:
+            raise
+        print(f"error: {one_line(err)}  [--verbose for the traceback]", file=sys.stderr)
+        return 2 if is_config_error(err) else 1
+
+
+def _main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asked_help = bool(argv) and argv[0] in ("-h", "--help", "help")
     if asked_help or not argv or argv[0] not in COMMANDS:

@@ -19,6 +19,8 @@ from omegaconf import OmegaConf
 
 from semacdr_dist.config import Config
 from semacdr_dist.hardware import machine_summary, resolve_dtype, resolve_precision
+from semacdr_dist.lease import RunLease
+from semacdr_dist.manifest import check_unchanged, ensure_run_dir
 from semacdr_dist.profiling import PeakRSS
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.runtime import ray_session
@@ -73,9 +75,31 @@ def save_config(cfg: Config, run: RunDir) -> None:
 def run_pipeline(cfg: Config, stages: tuple[str, ...] = STAGES, models: list[str] | None = None) -> PipelineResult:
     """Run the given stages in order (each skips what is already finished unless `cfg.force`)."""
     run = RunDir(cfg.run_dir)
-    save_config(cfg, run)
-    result = PipelineResult(run_dir=run.uri)
     models = models or models_to_run(cfg)
+    # One writer per run directory; a second one fails here, before touching anything.
+    with RunLease(run, command=" ".join(stages)):
+        ensure_run_dir(run)
+        preflight(cfg, run, stages, models)
+        save_config(cfg, run)
+        return _run(cfg, run, stages, models)
+
+
+def preflight(cfg: Config, run: RunDir, stages: tuple[str, ...], models: list[str]) -> None:
+    """Refuse before anything runs if a finished stage of this run directory was made under a
+    different config and is not being redone: its outputs, and config.yaml, would disagree."""
+    redone = set()
+    if cfg.force:
+        redone = {s for s in stages if s in ("prepare", "semantics")}
+        redone |= {f"{k}/{m}" for k in ("train", "eval") if (k == "train" and "train" in stages)
+                   or (k == "eval" and "evaluate" in stages) for m in models}
+    done = ["prepare", "semantics", *[f"{k}/{m}" for k in ("train", "eval") for m in models]]
+    for stage in done:
+        if stage not in redone and run.is_done(stage):
+            check_unchanged(cfg, run, stage)
+
+
+def _run(cfg: Config, run: RunDir, stages: tuple[str, ...], models: list[str]) -> PipelineResult:
+    result = PipelineResult(run_dir=run.uri)
     t_start = time.perf_counter()
     with PeakRSS() as peak, ray_session(cfg.ray):
         for stage in STAGES:

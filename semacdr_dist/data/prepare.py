@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -54,12 +55,16 @@ from semacdr_dist.data.staging import (
     shipped_split,
     stage,
 )
+from semacdr_dist.manifest import ensure_run_dir, finish_stage, owned_files, replacing, should_skip
 from semacdr_dist.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 STAGE = "prepare"
-OUTPUTS = ("items", "interactions", "sequences", "rejected", "_staging", "stats.json")
+OUTPUTS = ("items", "interactions", "sequences", "rejected", "_staging", "stats.json", STAGE)
+# Names of the files prepare writes under OUTPUTS; anything else there is the user's and stays.
+OWNED = re.compile(r"(part-\d{5}|part-shipped|[a-z_]+-\d{5}(-[0-9a-f_-]+)?)\.parquet(\.tmp-\w+)?"
+                   r"|stats\.json(\.tmp-\w+)?|_SUCCESS\.json|_MANIFEST\.json")
 STATS_FILE = "__stats__"  # marks the statistics row among a partition's returned rows
 
 
@@ -211,16 +216,25 @@ def run_prepare(cfg, run: RunDir) -> dict:
 
     A finished stage (``prepare/_SUCCESS.json``) is skipped unless ``cfg.force``.
     """
+    if should_skip(cfg, run, STAGE):  # raises if it was finished under another config
+        log.info("prepare: finished output in %s, skipping (force=true redoes it)", run.uri)
+        return run.read_json("stats.json")
+    ensure_run_dir(run)  # never delete in a directory we did not create
+    ours = owned_files(run, OUTPUTS, OWNED)
+    if not run.is_done(STAGE):
+        for rel in ours:  # what an interrupted attempt left: partial, nothing to keep
+            run.delete(rel)
+        ours = []
+    # force=true: the previous outputs come back if the redo fails.
+    with replacing(run, ours, current=lambda: owned_files(run, OUTPUTS, OWNED)):
+        return _prepare(cfg, run)
+
+
+def _prepare(cfg, run: RunDir) -> dict:
     import ray
 
     data: DataConfig = cfg.data
-    if run.is_done(STAGE) and not cfg.force:
-        log.info("prepare: finished output in %s, skipping (force=true redoes it)", run.uri)
-        return run.read_json("stats.json")
     t0 = time.perf_counter()
-    for out in OUTPUTS:
-        run.delete(out)
-    run.clear_done(STAGE)
     rejects = Rejects(run, data.on_bad_rows)
     staged = stage(data, cfg.seed, run, rejects)
     domains = staged.domains
@@ -294,6 +308,6 @@ def run_prepare(cfg, run: RunDir) -> dict:
     }
     run.delete("_staging")
     run.write_json("stats.json", stats)
-    run.mark_done(STAGE, {"rows": staged.n_interactions, "seconds": stats["seconds"]})
+    finish_stage(run, STAGE, cfg, {"rows": staged.n_interactions, "seconds": stats["seconds"]})
     log.info("prepare: %s", {k: stats[k] for k in ("n_items", "n_interactions", "examples", "rejected")})
     return stats

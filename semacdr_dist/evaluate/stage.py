@@ -24,6 +24,7 @@ from semacdr_dist.evaluate.metrics import (
     target_ranks,
 )
 from semacdr_dist.evaluate.sharded import ShardedIndex, _as_float32, pad_histories, recall_at_k
+from semacdr_dist.manifest import finish_stage, should_skip, verify_inputs
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +215,10 @@ def run_evaluate(cfg: Any, run: Any, model_name: str) -> dict:
     from semacdr_dist.model.export import load_export  # lazy: the model package builds it
 
     stage = f"eval/{model_name}"
-    if run.is_done(stage) and not getattr(cfg, "force", False):
+    if should_skip(cfg, run, stage):  # raises if it was finished under another config
         log.info("%s already done: reading %s", stage, run.uri_of(stage, "metrics.json"))
         return run.read_json(f"{stage}/metrics.json")
+    verify_inputs(run, stage)  # a missing or truncated shard stops here, named
     ecfg = _eval_cfg(cfg)
     if not run.exists("export", model_name):
         raise FileNotFoundError(f"{run.uri_of('export', model_name)} missing: train and export {model_name} first")
@@ -261,7 +263,7 @@ def run_evaluate(cfg: Any, run: Any, model_name: str) -> dict:
         "seconds": round(time.perf_counter() - t0, 3),
     }
     write_eval_report(run, model_name, result)
-    run.mark_done(stage, {"model": model_name, "seconds": result["seconds"]})
+    finish_stage(run, stage, cfg, {"model": model_name, "seconds": result["seconds"]})
     return result
 
 

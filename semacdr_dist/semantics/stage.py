@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from semacdr_dist.config import Config
 from semacdr_dist.data.schemas import ITEMS, VIEW_NAMES, VIEWS, validate_table
 from semacdr_dist.hardware import cpu_info, machine_summary, resolve_dtype
+from semacdr_dist.manifest import finish_stage, should_skip, verify_inputs
 from semacdr_dist.rundir import RunDir, StageIncomplete
 from semacdr_dist.semantics.cache import export_view_cache, import_view_cache
 from semacdr_dist.semantics.config import LLMConfig
@@ -277,11 +278,12 @@ def _no_retry(llm):
 
 def run_semantics(cfg: Config, run: RunDir) -> dict:
     """views/ + features/ + semantics/report.json for every item of ``run``; returns the report."""
-    if run.is_done("semantics") and not cfg.force:
+    if should_skip(cfg, run, "semantics"):  # raises if it was finished under another config
         log.info("semantics: done already (%s); skipping (force=true to redo)", run.uri_of("semantics"))
         return run.read_json("semantics/report.json")
     if not run.list_files("items"):
         raise FileNotFoundError(f"{run.uri_of('items')}: no items shards; run the prepare stage first")
+    verify_inputs(run, "semantics")
     run.clear_done("semantics")
     t0 = time.perf_counter()
     llm = cfg.llm
@@ -316,7 +318,7 @@ def run_semantics(cfg: Config, run: RunDir) -> dict:
     report.update(faithfulness_summary(run, llm.model, shas))
     report["seconds"] = time.perf_counter() - t0
     run.write_json("semantics/report.json", report)
-    run.mark_done("semantics", {"views": report["views"], "seconds": report["seconds"]})
+    finish_stage(run, "semantics", cfg, {"views": report["views"], "seconds": report["seconds"]})
     g = report["generation"]
     log.info(
         "semantics: %d views generated (%d fallbacks, %d tokens) in %.1fs; features for %d items",

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from semacdr_dist.config import Config
+from semacdr_dist.manifest import finish_stage, owned_files, replacing, should_skip, verify_inputs
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.train.checkpoint import load_params
 from semacdr_dist.train.config import TrainConfig
@@ -40,12 +41,18 @@ def run_train(cfg: Config, run: RunDir, model_name: str) -> dict[str, Any]:
     interrupted earlier resumes from its last checkpoint.
     """
     stage = f"train/{model_name}"
-    if run.is_done(stage) and not cfg.force:
+    if should_skip(cfg, run, stage):  # raises if it was finished under another config
         log.info("train %s: already done (%s), skipping", model_name, run.uri_of(stage, "_SUCCESS.json"))
         return run.read_json(f"{stage}/_SUCCESS.json")
-    if cfg.force:
-        for rel in (("checkpoints", model_name), (stage,), ("export", model_name)):
-            run.delete(*rel)
+    verify_inputs(run, stage)  # before force=true moves anything: a bad shard costs nothing
+    old = owned_files(run, [f"checkpoints/{model_name}", stage, f"export/{model_name}"]) if cfg.force else []
+    # force=true: the previous model comes back if the redo fails.
+    with replacing(run, old, current=lambda: owned_files(run, [f"checkpoints/{model_name}", stage,
+                                                               f"export/{model_name}"])):
+        return _train(cfg, run, model_name, stage)
+
+
+def _train(cfg: Config, run: RunDir, model_name: str, stage: str) -> dict[str, Any]:
     model_cfg = model_config_for(cfg, model_name)
     t0 = time.perf_counter()
     if model_cfg.name == "pop":
@@ -53,7 +60,7 @@ def run_train(cfg: Config, run: RunDir, model_name: str) -> dict[str, Any]:
     else:
         summary = fit_deepspeed(run, model_cfg, cfg.train, seed=cfg.seed)
     summary["seconds"] = time.perf_counter() - t0
-    run.mark_done(stage, summary)
+    finish_stage(run, stage, cfg, summary)
     log.info("train %s: done in %.1f s: %s", model_name, summary["seconds"], summary.get("best_metrics"))
     return summary
 

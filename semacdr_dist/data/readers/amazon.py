@@ -59,7 +59,11 @@ def iter_json_lines(path: str) -> Iterator[tuple[int, dict | None, str]]:
     with fs.open_input_stream(p, compression=compression) as raw:
         row, rest = 0, b""
         while True:
-            block = raw.read(1 << 22)
+            try:
+                block = raw.read(1 << 22)
+            except (OSError, EOFError) as err:  # a cut-off download: name the file, not just zlib
+                raise DataValidationError(path, None, "truncated or corrupt compressed file",
+                                          f"{err}; after row {row}") from err
             if not block:
                 break
             lines = (rest + block).split(b"\n")
