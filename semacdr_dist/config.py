@@ -49,7 +49,11 @@ def to_config(cfg: DictConfig | dict[str, Any]) -> Config:
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     reject_unknown_keys(cfg)
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    typed: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    from semacdr_dist.validate import validate_config
+
+    validate_config(typed)  # every value checked now, not when its stage starts
+    return typed
 
 
 def reject_unknown_keys(node: Any, path: str = "") -> None:

@@ -273,7 +273,12 @@ def replacing(run: RunDir, files: list[str], *, current: Any = None) -> Iterator
     old ones return), so a failed redo leaves exactly the previous outputs.
     """
     if not files:
-        yield
+        try:
+            yield
+        except BaseException:  # no previous outputs: leave no partial ones either
+            for rel in current() if current else []:
+                run.delete(rel)
+            raise
         return
     aside = f"{REPLACED}/{uuid.uuid4().hex[:12]}"
     for rel in files:
