@@ -83,14 +83,23 @@ def reject_unknown_keys(node: Any, path: str = "") -> None:
 
 
 def config_dir() -> str:
-    """The Hydra config tree: $SEMACDR_CONFIG_DIR, else `configs/` beside the package."""
+    """The Hydra config tree: $SEMACDR_CONFIG_DIR, else `configs/` of a source checkout, else the
+    copy an installed wheel ships as `semacdr_dist/conf/`."""
     import os
     from pathlib import Path
 
     env = os.environ.get("SEMACDR_CONFIG_DIR")
     if env:
         return str(Path(env).resolve())
-    return str(Path(__file__).resolve().parents[1] / "configs")
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "configs"
+    if (checkout / "config.yaml").is_file():
+        return str(checkout)
+    packaged = here / "conf"
+    if (packaged / "config.yaml").is_file():
+        return str(packaged)
+    raise FileNotFoundError(f"no config tree: neither {checkout} nor {packaged} has config.yaml "
+                            f"(set SEMACDR_CONFIG_DIR)")
 
 
 def load_config(overrides: list[str] | None = None, config_name: str = "config") -> Config:
