@@ -166,6 +166,11 @@ def summary_table(result: PipelineResult, split: str = "test") -> str:
     lines += ["| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in result.timings.items()]
     lines += [f"| {k} | skipped: {v} |" for k, v in result.skipped.items()]
+    rejected = (result.outputs.get("prepare") or {}).get("rejected") or {}
+    if rejected.get("total"):  # bad input rows set aside (data.on_bad_rows=reject): say so here too
+        rules = ", ".join(f"{n} {rule}" for rule, n in sorted(rejected.get("by_rule", {}).items()))
+        lines += ["", f"prepare rejected {rejected['total']} input rows ({rules}): see "
+                      f"{result.run_dir}/rejected/ and stats.json"]
     if result.metrics:
         cols = [f"{split}/{m}" for m in SUMMARY_METRICS] + [f"{split}/cold/{m}" for m in SUMMARY_METRICS[:1]]
         lines += ["", "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]

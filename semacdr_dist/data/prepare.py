@@ -308,6 +308,7 @@ def _prepare(cfg, run: RunDir) -> dict:
     }
     run.delete("_staging")
     run.write_json("stats.json", stats)
-    finish_stage(run, STAGE, cfg, {"rows": staged.n_interactions, "seconds": stats["seconds"]})
+    finish_stage(run, STAGE, cfg, {"rows": staged.n_interactions, "rejected": stats["rejected"],
+                                   "seconds": stats["seconds"]})
     log.info("prepare: %s", {k: stats[k] for k in ("n_items", "n_interactions", "examples", "rejected")})
     return stats

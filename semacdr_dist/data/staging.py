@@ -235,6 +235,11 @@ def map_ids(batch: pa.Table, index, domains: list[str], n_parts: int) -> pa.Tabl
     dom = np.where(known, index.domain_of_dense[np.where(known, dense, 0)], 0).astype(np.int8)
     user = batch.column("user_id").to_numpy()
     domain = pa.DictionaryArray.from_arrays(pa.array(dom.astype(np.int32)), pa.array(domains, pa.string())).cast(pa.string())
+    if not known.all():
+        # An unknown item's row goes to rejected/: keep what its file said (its own item id and
+        # domain), not the dense id -1 and domain 0 it would otherwise get.
+        domain = pc.if_else(pa.array(known), domain, batch.column("domain").cast(pa.string()))
+        dense = np.where(known, dense, batch.column("item_id").to_numpy())
     return pa.table(
         {
             "user_id": user,

@@ -10,6 +10,9 @@ A view that breaks a rule is resampled; after ``max_retries`` the fallback
 - ``too_short`` / ``over_long``: outside ``[min_words, max_words]`` words;
 - ``repetition``: a word n-gram occurs more than ``max_ngram_repeats`` times;
 - ``prompt_echo``: a word n-gram of the prompt's instructions appears verbatim;
+- ``prompt_injection``: the view carries instructions: it reads like one ("ignore the
+  previous instructions", "you are now ...", "system prompt") or repeats a 4-word
+  n-gram of instruction-like text planted in the item's own title or description;
 - ``names_domain`` (agnostic view only): the domain name or the product type
   (leaf category) appears;
 - ``unfaithful``: encoder cosine with the item content below the view's floor
@@ -76,6 +79,47 @@ def _max_ngram_count(ws: list[str], n: int) -> int:
     return max(Counter(tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)).values())
 
 
+# Text that addresses the model instead of describing a product.
+_INJECTION = re.compile(
+    r"\b(ignore|disregard|forget|override)\b[^.!?]{0,40}\b(previous|above|prior|earlier|all|any|your)\b"
+    r"[^.!?]{0,30}\b(instructions?|prompts?|rules?|directions?|guidelines?)\b"
+    r"|\byou are now\b|\bsystem prompt\b|\bas an ai\b|\bnew instructions?\b"
+    r"|\b(respond|reply|answer|output)\s+(only\s+)?with\b",
+    re.IGNORECASE,
+)
+INJECTION_NGRAM = 4
+
+
+def injected_spans(item: dict[str, Any]) -> list[str]:
+    """Sentences of the item's title and description that read like instructions to a model."""
+    spans = []
+    for field in ("title", "description"):
+        for sentence in re.split(r"(?<=[.!?])\s+", str(item.get(field) or "")):
+            if _INJECTION.search(sentence):
+                spans.append(sentence)
+    return spans
+
+
+def strip_injection(text: str) -> str:
+    """``text`` minus its instruction-like sentences (the fallback must not repeat them)."""
+    kept = [s for s in re.split(r"(?<=[.!?])\s+", text) if not _INJECTION.search(s)]
+    return " ".join(kept).strip()
+
+
+def echoes_injection(text: str, item: dict[str, Any]) -> bool:
+    if _INJECTION.search(text):
+        return True
+    def bare(t: str) -> list[str]:  # quotes around planted words ('BUY NOW') must not hide them
+        return [w.strip("'") for w in words(t) if w.strip("'")]
+
+    grams = set()
+    for span in injected_spans(item):
+        grams |= echo_ngrams(bare(span), INJECTION_NGRAM)
+    ws = bare(text)
+    return bool(grams) and any(tuple(ws[i : i + INJECTION_NGRAM]) in grams
+                               for i in range(len(ws) - INJECTION_NGRAM + 1))
+
+
 def check_view(
     text: str,
     view: str,
@@ -96,6 +140,8 @@ def check_view(
     n = cfg.echo_ngram
     if echo_grams and any(tuple(ws[i : i + n]) in echo_grams for i in range(len(ws) - n + 1)):
         return "prompt_echo"
+    if echoes_injection(text, item):
+        return "prompt_injection"
     if view == "agnostic" and any(_is_banned(w, banned_terms(item)) for w in ws):
         return "names_domain"
     return None
@@ -117,10 +163,10 @@ def fallback_text(view: str, item: dict[str, Any], cfg: LLMConfig) -> str:
     specific: title, product type and brand, plus the description's first sentence.
     agnostic: the content's salient words minus the domain / product-type words.
     """
-    title = str(item.get("title") or "").strip()
+    title = strip_injection(str(item.get("title") or "").strip())
     cats = [str(c) for c in (item.get("categories") or []) if c]
     brand = str(item.get("brand") or "").strip()
-    desc = str(item.get("description") or "").strip()
+    desc = strip_injection(str(item.get("description") or "").strip())
     if view == "specific":
         parts = [title or "An item"]
         if cats:

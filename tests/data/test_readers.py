@@ -128,15 +128,15 @@ def test_amazon_bad_rows(tmp_path):
     out = collect(iter_amazon([AmazonDomainConfig("food", r, m)], "2018"), strict=False)
     got = sorted((x["file"].rsplit("/", 1)[1], x["row"], x["rule"]) for x in out.rejected.to_pylist())
     assert got == [
-        ("meta.jsonl", 1, "line must be a JSON object (UTF-8)"),
-        ("meta.jsonl", 2, RULE_TITLE),
-        ("meta.jsonl", 3, "missing field 'asin'"),
-        ("rev.jsonl.gz", 1, RULE_TIMESTAMP),
+        ("meta.jsonl", 2, "line must be a JSON object (UTF-8)"),  # 1-based line numbers
+        ("meta.jsonl", 3, RULE_TITLE),
+        ("meta.jsonl", 4, "missing field 'asin'"),
         ("rev.jsonl.gz", 2, RULE_TIMESTAMP),
-        ("rev.jsonl.gz", 3, "missing field 'reviewerID'"),
+        ("rev.jsonl.gz", 3, RULE_TIMESTAMP),
+        ("rev.jsonl.gz", 4, "missing field 'reviewerID'"),
     ]
     assert out.items.num_rows == 1 and out.interactions.num_rows == 1
-    with pytest.raises(DataValidationError, match="row 1"):
+    with pytest.raises(DataValidationError, match="row 2"):
         read_amazon([AmazonDomainConfig("food", r, m)], "2018")
 
 

@@ -26,6 +26,7 @@ from semacdr_dist.data.readers.base import (
     ROW_COL,
     RULE_DUPLICATE_ITEM,
     RULE_TIMESTAMP,
+    RULE_UNKNOWN_ITEM,
     Chunk,
     ReaderOutput,
     check_items,
@@ -51,13 +52,16 @@ def _missing(field: str) -> str:
 
 
 def iter_json_lines(path: str) -> Iterator[tuple[int, dict | None, str]]:
-    """(row, record or None when not a JSON object, raw line) of a JSON-lines file, .gz or plain."""
+    """(line, record or None when not a JSON object, raw line) of a JSON-lines file, .gz or plain.
+
+    ``line`` is the 1-based line number an editor shows (blank lines count, and are skipped).
+    """
     fs, p = pafs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
     if fs.get_file_info(p).type == pafs.FileType.NotFound:
         raise DataValidationError(path, None, "file not found")
     compression = "gzip" if p.endswith(".gz") else None
     with fs.open_input_stream(p, compression=compression) as raw:
-        row, rest = 0, b""
+        row, rest = 0, b""  # row: lines read so far
         while True:
             try:
                 block = raw.read(1 << 22)
@@ -69,11 +73,11 @@ def iter_json_lines(path: str) -> Iterator[tuple[int, dict | None, str]]:
             lines = (rest + block).split(b"\n")
             rest = lines.pop()
             for line in lines:
+                row += 1
                 if line.strip():
                     yield row, *_parse(line)
-                    row += 1
         if rest.strip():
-            yield row, *_parse(rest)
+            yield row + 1, *_parse(rest)
 
 
 def _parse(line: bytes) -> tuple[dict | None, str]:
@@ -175,11 +179,13 @@ def iter_amazon(domains: list[AmazonDomainConfig], layout: str, chunk_rows: int 
             if ts is None:
                 bad.append((row, RULE_TIMESTAMP, line))
                 continue
+            item = ids.get(_safe(str(rec[keys["item"]])))
+            if item is None:  # rejected here, where the raw line still holds the asin
+                bad.append((row, RULE_UNKNOWN_ITEM, line))
+                continue
             user = _safe(str(rec[keys["user"]]))
-            uid = users.setdefault(user, len(users))
-            buf["user_id"].append(uid)
-            # an asin without metadata keeps an id no item has: prepare reports it as unknown
-            buf["item_id"].append(ids.get(_safe(str(rec[keys["item"]])), -1))
+            buf["user_id"].append(users.setdefault(user, len(users)))
+            buf["item_id"].append(item)
             buf["domain"].append(dom.name)
             buf["timestamp"].append(ts)
             buf[ROW_COL].append(row)
