@@ -36,9 +36,13 @@ class LocalHead:
     def processes(self) -> list[psutil.Process]:
         """Every process of this head: those naming its temp dir, and their descendants."""
         roots = []
+        # `local_cluster.py down TEMP_DIR` names the temp dir on its own command line: never
+        # count this process or its parents (the shell, pytest) as the head's.
+        me = psutil.Process()
+        spared = {me.pid, *(q.pid for q in me.parents())}
         for p in psutil.process_iter(["cmdline"]):
             try:
-                if any(self.temp_dir in a for a in p.info["cmdline"] or []):
+                if p.pid not in spared and any(self.temp_dir in a for a in p.info["cmdline"] or []):
                     roots.append(p)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue

@@ -125,7 +125,7 @@ class RunLease:
             if holders or attempt == self.retries:
                 rec = (holders or live)[0]
                 raise RunDirLocked(
-                    f"run directory {self.run.uri} is in use by {self.describe(rec)}; wait for it to "
+                    f"run directory {self.run.display()} is in use by {self.describe(rec)}; wait for it to "
                     f"finish, or use another run_dir (a lease whose heartbeat is older than "
                     f"{self.stale_after_s:.0f}s is taken over automatically)"
                 )

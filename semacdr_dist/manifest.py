@@ -178,7 +178,7 @@ def check_unchanged(cfg: Any, run: RunDir, stage: str) -> None:
     if config_hash(now) != manifest["config_hash"]:
         changes = "; ".join(_diff(manifest.get("config", {}), now)[:5])
         raise ConfigChanged(
-            f"{run.uri_of(stage)} was finished with another config ({changes}); rerun it with "
+            f"{run.display(stage)} was finished with another config ({changes}); rerun it with "
             f"force=true to redo it, or use another run_dir"
         )
 
@@ -210,17 +210,17 @@ def verify_inputs(run: RunDir, stage: str, producers: Iterable[tuple[str, list[s
         for rel, entry in sorted(listed.items()):
             info = run.fs.get_file_info(run.path(rel))
             if info.type != pafs.FileType.File:
-                raise InputError(f"{run.uri_of(rel)}: missing; the {producer} stage wrote it "
+                raise InputError(f"{run.display(rel)}: missing; the {producer} stage wrote it "
                                  f"({_describe(entry)}). Rerun {producer} with force=true")
             if info.size != entry["bytes"]:
-                raise InputError(f"{run.uri_of(rel)}: {info.size} bytes, the {producer} stage wrote "
+                raise InputError(f"{run.display(rel)}: {info.size} bytes, the {producer} stage wrote "
                                  f"{_describe(entry)} (truncated or replaced). Rerun {producer} with force=true")
             checked += 1
         for prefix in {p for p in prefixes if p.endswith("/")}:
             for rel, _ in _walk(run, prefix.rstrip("/")):
                 if rel.endswith(".parquet") and rel not in listed:
-                    raise InputError(f"{run.uri_of(rel)}: not written by the {producer} stage (not in "
-                                     f"{run.uri_of(producer, MANIFEST)}); remove it or rerun {producer} with force=true")
+                    raise InputError(f"{run.display(rel)}: not written by the {producer} stage (not in "
+                                     f"{run.display(producer, MANIFEST)}); remove it or rerun {producer} with force=true")
     return checked
 
 
@@ -242,7 +242,7 @@ def ensure_run_dir(run: RunDir) -> None:
     foreign = sorted(e.base_name for e in entries if e.base_name not in _BOOKKEEPING)
     if foreign:
         raise NotARunDir(
-            f"{run.uri} is not empty ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}) and "
+            f"{run.display()} is not empty ({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}) and "
             f"is not a semacdr-dist run directory (no {RUN_MARKER} or config.yaml): refusing to write "
             f"or delete there; choose an empty or new run_dir"
         )

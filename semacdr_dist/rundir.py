@@ -30,6 +30,9 @@ class RunDir:
         if "://" not in uri:
             uri = os.path.abspath(os.path.expanduser(uri))
         self.uri = uri
+        # Store options ride in the query (s3://b/run?endpoint_override=host:port&scheme=http for
+        # MinIO or another S3-compatible store): every URI handed on keeps them.
+        self.query = uri.split("?", 1)[1] if "?" in uri else ""
         self.fs, self.root = pafs.FileSystem.from_uri(uri)
         self.fs.create_dir(self.root, recursive=True)
 
@@ -51,7 +54,11 @@ class RunDir:
         if isinstance(self.fs, pafs.LocalFileSystem):
             return self.path(*parts)
         scheme = self.uri.split("://", 1)[0]
-        return f"{scheme}://{self.path(*parts)}"
+        return f"{scheme}://{self.path(*parts)}" + (f"?{self.query}" if self.query else "")
+
+    def display(self, *parts: str) -> str:
+        """A location for messages: its URI without the store options of the query."""
+        return self.uri_of(*parts).split("?", 1)[0]
 
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
@@ -153,6 +160,29 @@ class RunDir:
 
     def clear_done(self, stage: str) -> None:
         self.delete(stage, "_SUCCESS.json")
+
+
+_LOCAL_COPIES: dict[str, str] = {}
+
+
+def local_dir(uri: str) -> str:
+    """A local directory holding the files of ``uri``: the path itself when local, else a copy
+    downloaded once per process (for libraries that only open local files, e.g. safetensors)."""
+    if "://" not in uri or uri.startswith("file://"):
+        return uri.removeprefix("file://")
+    if uri not in _LOCAL_COPIES:
+        import tempfile
+
+        fs, root = pafs.FileSystem.from_uri(uri)
+        dest = tempfile.mkdtemp(prefix="semacdr-copy-")
+        for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+            if info.type == pafs.FileType.File:
+                target = os.path.join(dest, info.path[len(root):].lstrip("/"))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with fs.open_input_stream(info.path) as src, open(target, "wb") as out:
+                    out.write(src.read())
+        _LOCAL_COPIES[uri] = dest
+    return _LOCAL_COPIES[uri]
 
 
 def _json_default(o: Any) -> Any:

@@ -195,16 +195,22 @@ def _abspath(p: str) -> str:
     return os.path.abspath(os.path.expanduser(p))
 
 
+def _join(uri: str, rel: str) -> str:
+    """``uri``/``rel``, keeping a store's query options (s3://b/run?endpoint_override=...) at the end."""
+    base, sep, query = uri.partition("?")
+    return f"{base.rstrip('/')}/{rel}{sep}{query}"
+
+
 def _find_metric_files(source: str) -> list[str]:
     """metrics.json files of a source: a file, an eval/<model> dir, or a run dir (every model)."""
     if source.endswith(".json"):
         return [source]
     fs, path = pafs.FileSystem.from_uri(source if "://" in source else _abspath(source))
     if fs.get_file_info(f"{path}/metrics.json").type == pafs.FileType.File:
-        return [f"{source.rstrip('/')}/metrics.json"]
+        return [_join(source, "metrics.json")]
     sel = pafs.FileSelector(f"{path}/eval", allow_not_found=True)
     models = sorted(i.base_name for i in fs.get_file_info(sel) if i.type == pafs.FileType.Directory)
-    files = [f"{source.rstrip('/')}/eval/{m}/metrics.json" for m in models if fs.get_file_info(f"{path}/eval/{m}/metrics.json").type == pafs.FileType.File]
+    files = [_join(source, f"eval/{m}/metrics.json") for m in models if fs.get_file_info(f"{path}/eval/{m}/metrics.json").type == pafs.FileType.File]
     if not files:
         raise FileNotFoundError(f"{source}: no metrics.json (expected a metrics file, eval/<model>/ or a run dir with eval/*/metrics.json)")
     return files

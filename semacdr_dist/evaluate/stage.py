@@ -137,9 +137,10 @@ class _UserEncoder:
         import torch
 
         from semacdr_dist.model.export import load_export
+        from semacdr_dist.rundir import local_dir
 
         torch.set_num_threads(1)
-        self.model, _ = load_export(export_dir, device=device)
+        self.model, _ = load_export(local_dir(export_dir), device=device)  # a URI on remote run dirs
         self.model.eval()
         self.domains, self.max_len, self.device = domains, max_len, device
 
@@ -222,9 +223,11 @@ def run_evaluate(cfg: Any, run: Any, model_name: str) -> dict:
     ecfg = _eval_cfg(cfg)
     if not run.exists("export", model_name):
         raise FileNotFoundError(f"{run.uri_of('export', model_name)} missing: train and export {model_name} first")
-    export_dir = run.local_path("export", model_name)
+    from semacdr_dist.rundir import local_dir
+
+    export_dir = run.uri_of("export", model_name)  # actors open it themselves (s3:// works too)
     catalog = load_catalog(run)
-    _, item_vectors = load_export(export_dir)
+    _, item_vectors = load_export(local_dir(export_dir))
     items = _as_float32(item_vectors)
     if items.shape[0] != catalog.n_items:
         raise ValueError(f"{export_dir}: {items.shape[0]} item vectors, the catalog has {catalog.n_items} items")
