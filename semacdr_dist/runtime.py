@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 log = logging.getLogger(__name__)
 
 # Engines pick these up at import time; set before anything imports vllm/deepspeed.
+# Ray's auth mode is not among them: a local session turns auth off on loopback itself
+# (`_loopback_only`), and a cluster keeps whatever its nodes and the job were started with.
 CPU_ENGINE_ENV = {
-    "RAY_AUTH_MODE": "disabled",
     "DS_ACCELERATOR": "cpu",
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
@@ -56,6 +57,10 @@ def engine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update(extra or {})
     for k, v in env.items():
         os.environ.setdefault(k, v)
+    # The driver's own default (Ray reads it once, early): auth off unless the caller brought a
+    # mode or a token. Never put into the workers' env: a cluster's nodes carry their own.
+    if not any(k in os.environ for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        os.environ["RAY_AUTH_MODE"] = "disabled"
     return env
 
 
@@ -74,6 +79,19 @@ def _loopback_only() -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def _job_env_vars() -> dict[str, str]:
+    """env_vars of the runtime env of the Ray job this driver runs in ({} outside a job)."""
+    import json
+
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    raw = os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR)
+    if not raw:
+        return {}
+    runtime_env = (json.loads(raw).get("runtime_env") or {})
+    return dict(runtime_env.get("env_vars") or {})
 
 
 @contextlib.contextmanager
@@ -100,6 +118,10 @@ def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         kwargs["address"] = address
+        # Inside `ray job submit --runtime-env ...` Ray merges the job's runtime env with
+        # ours and refuses any key both set: the job's (the operator's) wins, ours fills gaps.
+        job_env = _job_env_vars()
+        kwargs["runtime_env"] = {"env_vars": {k: v for k, v in env.items() if k not in job_env}}
     else:
         _loopback_only()
         temp_dir = cfg.temp_dir or tempfile.mkdtemp(prefix="ray-", dir="/tmp")
