@@ -95,8 +95,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_local_head(num_cpus: int = 4, temp_dir: str | None = None, wait_s: float = 90.0) -> LocalHead:
-    """Start a loopback-only Ray head with the dashboard and job server; wait until jobs are accepted."""
+def start_local_head(num_cpus: int = 4, temp_dir: str | None = None, wait_s: float = 90.0,
+                     auth_token: str | None = None) -> LocalHead:
+    """Start a loopback-only Ray head with the dashboard and job server; wait until jobs are accepted.
+
+    ``auth_token``: turn on Ray's token auth (every client and job then needs RAY_AUTH_TOKEN).
+    """
     temp_dir = temp_dir or tempfile.mkdtemp(prefix="ray-head-", dir="/tmp")
     ports = {name: free_port() for name in ("port", "dashboard-port", "dashboard-agent-listen-port",
                                              "dashboard-agent-grpc-port", "runtime-env-agent-port",
@@ -107,6 +111,8 @@ def start_local_head(num_cpus: int = 4, temp_dir: str | None = None, wait_s: flo
            "--include-dashboard=true", f"--num-cpus={num_cpus}", f"--temp-dir={temp_dir}",
            "--disable-usage-stats"] + [f"--{k}={v}" for k, v in ports.items()]
     env = {**os.environ, **LOOPBACK_ENV}
+    if auth_token:
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=auth_token)
     env.pop("RAY_ADDRESS", None)
     subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=wait_s)
     head = LocalHead(
@@ -114,12 +120,12 @@ def start_local_head(num_cpus: int = 4, temp_dir: str | None = None, wait_s: flo
         dashboard_url=f"http://{LOOPBACK}:{ports['dashboard-port']}",
         temp_dir=temp_dir,
     )
-    _wait_for_job_agent(head, ports["dashboard-agent-listen-port"], wait_s)
+    _wait_for_job_agent(head, ports["dashboard-agent-listen-port"], wait_s, auth_token)
     log.info("local Ray head at %s, jobs at %s", head.address, head.dashboard_url)
     return head
 
 
-def _wait_for_job_agent(head: LocalHead, agent_port: int, wait_s: float) -> None:
+def _wait_for_job_agent(head: LocalHead, agent_port: int, wait_s: float, auth_token: str | None = None) -> None:
     """The job server answers 'no available agent' until the node's agent serves HTTP."""
     import urllib.request
 
@@ -127,7 +133,10 @@ def _wait_for_job_agent(head: LocalHead, agent_port: int, wait_s: float) -> None
     last = ""
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{head.dashboard_url}/api/version", timeout=5):
+            req = urllib.request.Request(f"{head.dashboard_url}/api/version")
+            if auth_token:
+                req.add_header("Authorization", f"Bearer {auth_token}")
+            with urllib.request.urlopen(req, timeout=5):
                 pass
             with socket.create_connection((LOOPBACK, agent_port), timeout=2):
                 return

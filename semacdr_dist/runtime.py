@@ -36,6 +36,10 @@ CPU_ENGINE_ENV = {
 }
 
 
+class RayConnectError(ConnectionError):
+    """The Ray cluster named by ``ray.address`` / RAY_ADDRESS could not be joined."""
+
+
 @dataclass
 class RayConfig:
     """Where Ray runs. ``address=None`` starts a local, loopback-only session."""
@@ -135,7 +139,20 @@ def ray_session(cfg: RayConfig | None = None) -> Iterator[None]:
             _node_ip_address="127.0.0.1",
             _temp_dir=temp_dir,
         )
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except (ConnectionError, RuntimeError) as err:
+        if not address:
+            raise
+        text, inner = str(err), err.__cause__ or err.__context__
+        while inner is not None:  # Ray wraps the auth failure: read the whole chain
+            text, inner = f"{text}\n{inner}", inner.__cause__ or inner.__context__
+        if "InvalidAuthToken" in text or "Unauthenticated" in text or "token" in text.lower():
+            why = ("the cluster rejected this client's auth token: set RAY_AUTH_MODE=token and the "
+                   "cluster's token in RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)")
+        else:
+            why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RayConnectError(f"could not connect to the Ray cluster at {address}: {why}") from err
     log.info("ray session: %s", ray.cluster_resources())
     try:
         yield

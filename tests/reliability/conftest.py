@@ -48,5 +48,5 @@ def cli(*args: str, timeout: float = 300, env: dict | None = None, cwd=None) -> 
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
-    """The non-log lines of stderr (log lines start with a timestamp)."""
-    return [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln[:4].isdigit()]
+    """The non-log lines of stderr (Python log lines start with a timestamp, Ray's C++ ones with '[')."""
+    return [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln[:4].isdigit() and not ln.startswith("[")]
