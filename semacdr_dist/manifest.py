@@ -266,18 +266,21 @@ def owned_files(run: RunDir, roots: Iterable[str], pattern: re.Pattern[str] | No
 
 
 @contextlib.contextmanager
-def replacing(run: RunDir, files: list[str], *, current: Any = None) -> Iterator[None]:
+def replacing(run: RunDir, files: list[str], *, current: Any = None,
+              clean_on_failure: bool = False) -> Iterator[None]:
     """Move ``files`` aside for the block; delete them if it succeeds, put them back if it fails.
 
     ``current`` is a callable listing the files the block itself wrote (removed before the
-    old ones return), so a failed redo leaves exactly the previous outputs.
+    old ones return), so a failed redo leaves exactly the previous outputs. With no previous
+    outputs, a failed block's files stay (train resumes from them) unless ``clean_on_failure``.
     """
     if not files:
         try:
             yield
-        except BaseException:  # no previous outputs: leave no partial ones either
-            for rel in current() if current else []:
-                run.delete(rel)
+        except BaseException:
+            if clean_on_failure:  # e.g. prepare: partial shards are worth nothing
+                for rel in current() if current else []:
+                    run.delete(rel)
             raise
         return
     aside = f"{REPLACED}/{uuid.uuid4().hex[:12]}"

@@ -226,7 +226,7 @@ def run_prepare(cfg, run: RunDir) -> dict:
             run.delete(rel)
         ours = []
     # force=true: the previous outputs come back if the redo fails.
-    with replacing(run, ours, current=lambda: owned_files(run, OUTPUTS, OWNED)):
+    with replacing(run, ours, current=lambda: owned_files(run, OUTPUTS, OWNED), clean_on_failure=True):
         return _prepare(cfg, run)
 
 
