@@ -15,7 +15,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from semacdr_dist.lease import RunDirLocked, RunLease
-from semacdr_dist.manifest import MANIFEST
+from semacdr_dist.manifest import MANIFEST, InputError, verify_inputs
 from semacdr_dist.rundir import RunDir
 
 from .conftest import cli
@@ -69,6 +69,20 @@ def test_lease_and_run_dir_on_s3(s3_server):
     assert run.uri_of("items").endswith(f"?{s3_server}")  # store options travel with every URI
 
 
+def test_manifests_verify_on_s3(s3_server, finished_run):
+    """A finished run copied to the store: its manifests check out there, and a shard deleted on
+    the store is named (in-process and cheap; the full pipeline on S3 is the slow test below)."""
+    uri = _uri(s3_server)
+    run = RunDir(uri)
+    pafs.copy_files(str(finished_run), run.path(""), source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=run.fs)
+    assert verify_inputs(run, "eval/pop") > 4
+    run.delete("sequences", "test", "part-00001.parquet")
+    with pytest.raises(InputError, match=r"^s3://runs/\w+/sequences/test/part-00001\.parquet: missing"):
+        verify_inputs(run, "eval/pop")
+
+
+@pytest.mark.slow  # ~45 s: two CLI runs, each with its own Ray session
 def test_pipeline_on_s3(s3_server):
     uri = _uri(s3_server)
     proc = cli("pipeline", f"run_dir='{uri}'", "data=synthetic_small", "model=pop", "baselines=[]",
