@@ -99,6 +99,18 @@ def _valid_batches(config: dict, domains: list[str], rank: int, world: int, devi
     return batches, weights
 
 
+def _rss_now_mb() -> list[float]:
+    """[VmRSS, RssAnon, RssShmem] of this process in MiB (zeros where /proc is missing)."""
+    fields = {"VmRSS:": 0.0, "RssAnon:": 0.0, "RssShmem:": 0.0}
+    with contextlib.suppress(OSError):
+        with open("/proc/self/status") as f:
+            for line in f:
+                key = line.split(maxsplit=1)[0]
+                if key in fields:
+                    fields[key] = float(line.split()[1]) / 1024  # kB -> MiB
+    return list(fields.values())
+
+
 def _agreed_precision(tcfg: TrainConfig) -> str:
     """``train.precision`` resolved on this worker's machine, the same on every rank.
 
@@ -251,8 +263,11 @@ def train_loop_per_worker(config: dict) -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
         train_s = time.perf_counter() - t0
         totals = _all_reduce(torch.tensor([loss_sum, rows, train_s], dtype=torch.float64), device)
-        rss = torch.zeros(world, dtype=torch.float64)
-        rss[rank] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+        # Peak and current RSS per rank, current split into anonymous (heap) and shared (Ray's
+        # object store pages this process has touched): growth across epochs shows which one grows.
+        rss = torch.zeros(4, world, dtype=torch.float64)
+        rss[0, rank] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
+        rss[1:, rank] = torch.tensor(_rss_now_mb())
         rss = _all_reduce(rss, device)
         metrics: dict[str, Any] = {
             "epoch": epoch,
@@ -263,7 +278,10 @@ def train_loop_per_worker(config: dict) -> None:
             "lr": float(engine.get_lr()[0]),
             "global_step": int(engine.global_steps),
             "start_epoch": start_epoch,
-            "worker/peak_rss_mb": [round(float(x), 1) for x in rss],
+            "worker/peak_rss_mb": [round(float(x), 1) for x in rss[0]],
+            "worker/rss_mb": [round(float(x), 1) for x in rss[1]],
+            "worker/rss_anon_mb": [round(float(x), 1) for x in rss[2]],
+            "worker/rss_shmem_mb": [round(float(x), 1) for x in rss[3]],
         }
         last = epoch + 1 >= tcfg.epochs
         if (epoch + 1) % tcfg.valid_every == 0 or last:
