@@ -38,7 +38,8 @@ RESULTS = REPO / "benchmarks" / "results"
 # a converged table takes many 3-hour sittings on 2 cores, and only what is committed outlives
 # a sitting, so a finished run is never trained twice. Run directories stay scratch space.
 RECORDS = RESULTS / "quality_runs"
-SHARED_INPUTS = ("items", "interactions", "sequences", "features", "views", "semantics", "stats.json")
+# prepare/ and semantics/ hold the manifests the train and evaluate stages verify their inputs by.
+SHARED_INPUTS = ("items", "interactions", "sequences", "features", "views", "prepare", "semantics", "stats.json")
 
 # variant -> Hydra overrides (model group + ablation switches).
 VARIANTS: dict[str, list[str]] = {
@@ -241,7 +242,10 @@ def run_order(variants: list[str], seeds: list[int]) -> list[tuple[str, int]]:
 
 def link_inputs(base: RunDir, run_dir: Path) -> None:
     """Share prepared data, views and features between variant runs (local run dirs)."""
+    from semacdr_dist.manifest import ensure_run_dir
+
     run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_run_dir(RunDir(str(run_dir)))  # claimed before the links land: it is ours, not foreign
     for name in SHARED_INPUTS:
         src, dst = Path(base.local_path(name)), run_dir / name
         if src.exists() and not dst.exists():

@@ -9,6 +9,7 @@ latest checkpoint instead of starting over.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from semacdr_dist.rundir import RunDir
@@ -24,6 +25,11 @@ from semacdr_dist.train.state import check_features, needs_features
 log = logging.getLogger(__name__)
 
 SEQUENCE_COLUMNS = ["user_id", "target_domain", "history", "history_domain", "target"]
+# glibc raises its mmap threshold after the first large free; from then on batch tensors of
+# ever-changing shape (length-bucketed batches, sampled items) come from the heap and fragment
+# it: a Food-Kitchen worker grew ~1 GB per epoch. A fixed threshold hands them back to the OS
+# on free (the worker's RSS then stays flat across epochs); the driver's environment wins.
+WORKER_MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "1048576"}
 
 
 def train_dataset(run: RunDir):
@@ -95,7 +101,10 @@ def build_trainer(
         checkpoint_config=ray.train.CheckpointConfig(
             num_to_keep=tcfg.keep_best_k, checkpoint_score_attribute=tcfg.monitor, checkpoint_score_order="max"
         ),
-        worker_runtime_env={"env_vars": {"DS_ACCELERATOR": "cuda" if tcfg.use_gpu else "cpu"}},
+        worker_runtime_env={"env_vars": {
+            "DS_ACCELERATOR": "cuda" if tcfg.use_gpu else "cpu",
+            **{k: os.environ.get(k, v) for k, v in WORKER_MALLOC_ENV.items()},
+        }},
     )
     return TorchTrainer(
         train_loop_per_worker,
