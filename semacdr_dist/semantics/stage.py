@@ -9,7 +9,7 @@ and a changed prompt regenerates only its view. The caller opens Ray.
 
 Why an actor pool of plain ``vllm.LLM`` rather than a ``ray.data.llm``
 processor: on CPU the processor ran at ~0.5 of raw ``LLM.chat`` throughput
-and paid ~40-55 s of start-up per call (../shared/ENGINES.md); plain actors
+and paid ~40-55 s of start-up per call (DEVELOPERS.md, "Engines on CPU"); plain actors
 start in ~10 s, run both views of a batch in one ``LLM.chat`` call, keep the
 next batch queued, and let the driver write each shard the moment it is whole.
 """

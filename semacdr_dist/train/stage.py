@@ -13,6 +13,7 @@ from typing import Any
 
 from semacdr_dist.config import Config
 from semacdr_dist.manifest import finish_stage, owned_files, replacing, should_skip, verify_inputs
+from semacdr_dist.model.config import ModelConfig
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.train.checkpoint import load_params
 from semacdr_dist.train.config import TrainConfig
@@ -65,12 +66,11 @@ def _train(cfg: Config, run: RunDir, model_name: str, stage: str) -> dict[str, A
     return summary
 
 
-def fit_deepspeed(run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0,
-                  build_model: str | None = None) -> dict[str, Any]:
+def fit_deepspeed(run: RunDir, model_cfg: ModelConfig, tcfg: TrainConfig, seed: int = 0) -> dict[str, Any]:
     """Ray Train + DeepSpeed fit (resuming if checkpoints exist), then export of the best checkpoint."""
     from semacdr_dist.train.trainer import best_checkpoint, build_trainer
 
-    trainer = build_trainer(run, model_cfg, tcfg, seed=seed, build_model=build_model)
+    trainer = build_trainer(run, model_cfg, tcfg, seed=seed)
     try:
         result = trainer.fit()
     except Exception as err:  # Train V2 raises once max_failures is spent; rerunning the stage resumes

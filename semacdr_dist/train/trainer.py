@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from semacdr_dist.model.config import ModelConfig
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.train.config import TrainConfig
 from semacdr_dist.train.deepspeed_config import (
@@ -43,13 +44,12 @@ def backend_of(tcfg: TrainConfig) -> str:
 
 
 def loop_config(
-    run: RunDir, model_cfg: Any, tcfg: TrainConfig, n_train: int, seed: int, build_model: str | None = None,
-    name: str | None = None,
+    run: RunDir, model_cfg: ModelConfig, tcfg: TrainConfig, n_train: int, seed: int, name: str | None = None,
 ) -> dict[str, Any]:
     """Everything `train_loop_per_worker` reads, including the rendered DeepSpeed dict."""
     validate_train_config(tcfg)
     steps = total_optimizer_steps(tcfg, n_train, tcfg.num_workers)
-    config = {
+    return {
         "run_uri": run.uri,
         "run_name": name or model_cfg.name,
         "model": model_cfg,
@@ -59,14 +59,11 @@ def loop_config(
         "seed": seed + tcfg.seed,
         "with_features": needs_features(model_cfg),
     }
-    if build_model:
-        config["build_model"] = build_model
-    return config
 
 
 def build_trainer(
-    run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0, build_model: str | None = None,
-    name: str | None = None, resume_from=None,
+    run: RunDir, model_cfg: ModelConfig, tcfg: TrainConfig, seed: int = 0, name: str | None = None,
+    resume_from=None,
 ):
     """A TorchTrainer for `model_cfg` on the run's train split (not started).
 
@@ -81,7 +78,7 @@ def build_trainer(
     dataset = train_dataset(run)
     n_train = dataset.count()
     name = name or model_cfg.name
-    config = loop_config(run, model_cfg, tcfg, n_train, seed, build_model, name)
+    config = loop_config(run, model_cfg, tcfg, n_train, seed, name)
     if resume_from is not None:  # Train V2: the loop loads it when the run has no checkpoint yet
         config["resume_from"] = resume_from if isinstance(resume_from, str) else resume_from.path
     run.write_json(f"train/{name}/deepspeed.json", config["deepspeed"])
