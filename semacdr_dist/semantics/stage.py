@@ -27,13 +27,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from semacdr_dist.config import Config
 from semacdr_dist.data.schemas import ITEMS, VIEW_NAMES, VIEWS, validate_table
 from semacdr_dist.hardware import cpu_info, machine_summary, resolve_dtype
 from semacdr_dist.manifest import finish_stage, should_skip, verify_inputs
 from semacdr_dist.rundir import RunDir, StageIncomplete
 from semacdr_dist.semantics.cache import export_view_cache, import_view_cache
-from semacdr_dist.semantics.config import LLMConfig
+from semacdr_dist.semantics.config import LLMBackend, LLMConfig, SemanticsStageConfig
 from semacdr_dist.semantics.features import build_features
 from semacdr_dist.semantics.layout import (
     ENGINE_OVERHEAD_BYTES,
@@ -93,7 +92,7 @@ def _split(payload):
     return (items[:mid], left), (items[mid:], right)
 
 
-def _make_view_actor(cfg: Config, llm: LLMConfig, model_path: str, encoder_path: str, token: str):
+def _make_view_actor(cfg: SemanticsStageConfig, llm: LLMConfig, model_path: str, encoder_path: str, token: str):
     """``llm``: the config with its engine layout filled in (num_engines, omp_threads)."""
     import ray
 
@@ -121,7 +120,7 @@ def plan_engines(llm: LLMConfig, model_path: str, items: int) -> EngineLayout:
     res = ray.cluster_resources()
     single_node = sum(1 for n in ray.nodes() if n.get("Alive")) == 1
     engine_bytes = 0
-    if llm.backend == "vllm" and not llm.use_gpu:
+    if llm.backend == LLMBackend.vllm and not llm.use_gpu:
         # Estimated with the driver's dtype choice; the actors resolve their own.
         dtype, _ = resolve_dtype(llm.dtype, llm.use_gpu)
         kv = (llm.kv_cache_gib or float(os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))) * GIB
@@ -160,7 +159,7 @@ def _engine_figures(per_engine: dict[int, dict], actors: list[dict], batch_promp
     return out
 
 
-def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: str, shas: dict[str, str]) -> dict:
+def generate_missing(cfg: SemanticsStageConfig, run: RunDir, model_path: str, encoder_path: str, shas: dict[str, str]) -> dict:
     """Generate every missing (item, view) key; returns counters for the report."""
     from tqdm.auto import tqdm
 
@@ -276,7 +275,7 @@ def _no_retry(llm):
     return replace(llm, max_retries=0)
 
 
-def run_semantics(cfg: Config, run: RunDir) -> dict:
+def run_semantics(cfg: SemanticsStageConfig, run: RunDir) -> dict:
     """views/ + features/ + semantics/report.json for every item of ``run``; returns the report."""
     if should_skip(cfg, run, "semantics"):  # raises if it was finished under another config
         log.info("semantics: done already (%s); skipping (force=true to redo)", run.uri_of("semantics"))
@@ -287,8 +286,6 @@ def run_semantics(cfg: Config, run: RunDir) -> dict:
     run.clear_done("semantics")
     t0 = time.perf_counter()
     llm = cfg.llm
-    if llm.backend not in ("vllm", "hf"):
-        raise ValueError(f"llm.backend must be 'vllm' or 'hf', got {llm.backend!r}")
     # Where a figure was measured: the report carries the driver's CPU (the engines
     # report their own in generation.engines).
     report_machine = machine_summary()

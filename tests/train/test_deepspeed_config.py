@@ -61,12 +61,19 @@ def test_total_steps():
 
 @pytest.mark.parametrize(
     "field,value",
-    [("zero_stage", 4), ("precision", "fp16"), ("schedule", "step"), ("batch_size", 0), ("keep_best_k", 0)],
+    [("zero_stage", 4), ("precision", "fp16"), ("schedule", "step"), ("batch_size", 0), ("keep_best_k", 0),
+     ("lr", 0), ("length_buckets", 0), ("backend", "ncl")],
 )
-def test_bad_values_name_the_field(field, value):
-    cfg = TrainConfig(**{field: value})
+def test_bad_values_name_the_field_at_load(field, value):
+    """Refused when the config is loaded, before any stage runs (not when training starts)."""
+    with pytest.raises(Exception, match=f"train.{field}"):
+        load_config([f"train.{field}={value}"])
+
+
+@pytest.mark.parametrize("field,value", [("precision", "fp16"), ("schedule", "step"), ("backend", "ncl")])
+def test_bad_choices_name_the_field_when_built_in_python(field, value):
     with pytest.raises(ValueError, match=f"train.{field}"):
-        render_deepspeed_config(cfg, 2, 10)
+        TrainConfig(**{field: value})
 
 
 def test_unknown_key_fails_at_composition():
