@@ -118,8 +118,9 @@ class LLMConfig:
     gpu_memory_utilization: float = 0.85  # vLLM on GPU: fraction of the GPU for weights + KV cache
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # passed through to vllm.LLM / from_pretrained
     hf_batch_size: int = 32  # backend=hf: prompts per generate() call (padding waste grows with it)
-    max_actor_restarts: int = 3  # a dead engine actor is restarted this many times by Ray
-    max_batch_retries: int = 2  # a batch whose actor died is resubmitted this often, then bisected
+    max_actor_restarts: int = 3  # a dead engine actor is restarted this many times by Ray (max_restarts)
+    # Ray re-runs a call whose actor died this often (max_task_retries); then the batch is bisected.
+    max_batch_retries: int = 2
     # Validation: a view failing a rule is resampled up to max_retries times, then replaced
     # by a content-derived fallback (fallback=true).
     max_retries: int = 2  # resamples per view (the engine RNG advances: a new sample each time)

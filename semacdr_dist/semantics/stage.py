@@ -45,7 +45,7 @@ from semacdr_dist.semantics.models import resolve_model
 from semacdr_dist.semantics.prompts import prompt_sha
 from semacdr_dist.semantics.report import faithfulness_summary
 from semacdr_dist.semantics.views import drop_views, existing_keys, write_views
-from semacdr_dist.semantics.workers import ActorPool, ViewWorker, generate_views
+from semacdr_dist.semantics.workers import EnginePool, ViewWorker, generate_views
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +92,23 @@ def _split(payload):
     return (items[:mid], left), (items[mid:], right)
 
 
-def _make_view_actor(cfg: SemanticsStageConfig, llm: LLMConfig, model_path: str, encoder_path: str, token: str):
-    """``llm``: the config with its engine layout filled in (num_engines, omp_threads)."""
+def _view_actors(cfg: SemanticsStageConfig, llm: LLMConfig, model_path: str, encoder_path: str, token: str):
+    """One engine actor per ``llm.num_engines`` (``llm``: the config with its engine layout filled
+    in). Ray restarts an actor that dies and re-runs the calls it held on the new one."""
     import ray
 
     actor_cls = ray.remote(ViewWorker)
-
-    def make(slot: int):
-        return actor_cls.options(
+    return [
+        actor_cls.options(
             name=f"semacdr-llm-{token}-{slot}",
             num_cpus=llm.num_cpus_per_engine,
             num_gpus=llm.tensor_parallel_size if llm.use_gpu else 0,
-            max_restarts=0,  # the pool replaces a dead actor itself and resubmits its batch
+            max_restarts=llm.max_actor_restarts,
+            max_task_retries=llm.max_batch_retries,
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(llm.omp_threads)}},
         ).remote(model_path, encoder_path, llm, cfg.encoder, cfg.seed * 1000 + slot, slot)
-
-    return make
+        for slot in range(llm.num_engines)
+    ]
 
 
 def plan_engines(llm: LLMConfig, model_path: str, items: int) -> EngineLayout:
@@ -178,14 +179,11 @@ def generate_missing(cfg: SemanticsStageConfig, run: RunDir, model_path: str, en
     log.info("views: %d engine(s) x %d thread(s): %s", layout.num_engines, layout.threads, layout.reason)
     token = uuid.uuid4().hex[:8]
     per_engine: dict[int, Counter] = {}
-    pool = ActorPool(
-        _make_view_actor(cfg, llm, model_path, encoder_path, token),
-        size=llm.num_engines,
+    pool = EnginePool(
+        _view_actors(cfg, llm, model_path, encoder_path, token),
         call=lambda actor, p: actor.process.remote(p[0], p[1], shas),
         split=_split,
         max_in_flight=llm.max_batches_in_flight,
-        max_retries=llm.max_batch_retries,
-        max_restarts=llm.max_actor_restarts,
     )
     log.info("views: %d missing (item, view) keys; starting %d %s engine(s)", todo, llm.num_engines, llm.backend)
     pool.start()
