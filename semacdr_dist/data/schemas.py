@@ -1,4 +1,4 @@
-"""The data contracts of DESIGN.md as pyarrow schemas, and one validator.
+"""The data contracts between the stages as pyarrow schemas, and one validator.
 
 Every stage checks its input with :func:`validate_table` when it reads it, so a
 bad row is reported with the file, the row number and the rule it breaks.

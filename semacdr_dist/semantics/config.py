@@ -55,7 +55,7 @@ class ViewPrompt:
 
 @dataclass
 class Prompts:
-    """The two views of DESIGN.md, each with its own prompt."""
+    """The two views of an item (what it is; whom it suits), each with its own prompt."""
 
     # What the item is, in its own domain's terms.
     specific: ViewPrompt = field(default_factory=lambda: ViewPrompt(user=_SPECIFIC_USER))
@@ -97,7 +97,7 @@ class LLMConfig:
     max_batches_in_flight: int = 2  # per actor: the next batch is queued while one runs
     num_cpus_per_engine: float = 1.0  # Ray CPU resource per engine actor (scheduling only)
     # Threads the engine really uses (OMP_NUM_THREADS in its runtime_env); Ray would
-    # otherwise set it to num_cpus_per_engine and decode on one thread (ENGINES.md).
+    # otherwise set it to num_cpus_per_engine and decode on one thread.
     # null = the cores left to each engine (cores // engines).
     omp_threads: int | None = None
     # vLLM prefix caching: the system message and chat-template tokens every prompt starts
