@@ -228,6 +228,7 @@ class _Call:
     payload: Any
     slot: int
     sent_at: float
+    alone: bool  # the only call on its actor: if it fails, it failed by itself
 
 
 class EnginePool:
@@ -236,6 +237,10 @@ class EnginePool:
     ``actors``: created with those options and a ``ready()`` method; ``call(actor, payload)``
     returns an ObjectRef; ``split(payload)`` halves a payload (None when it cannot be split).
     Results that carry an ``incarnation`` (pid, start time) feed the restart/retry counters.
+
+    A call that still fails after Ray's retries may have failed because of a neighbour on the
+    same actor (a poison item kills every call queued with it), so it runs again alone; a call
+    that fails alone is bisected, each half alone, down to the item that fails by itself.
     """
 
     def __init__(self, actors: list[Any], call: Callable[[Any, Any], Any],
@@ -283,28 +288,30 @@ class EnginePool:
         from ray.exceptions import RayActorError, RayTaskError
 
         source = iter(payloads)
-        queue: list[Any] = []  # halves of failed payloads, before new ones
+        retry: list[Any] = []  # payloads (or halves) to run alone on an idle actor, before new ones
         running: dict[Any, _Call] = {}
         probes: dict[Any, int] = {}  # ready() calls to actors whose call failed: alive again, or gone?
         load = [0] * len(self.actors)
+        alone = [False] * len(self.actors)
         exhausted = False
         while True:
-            free = [s for s in range(len(self.actors)) if self.live[s] and s not in probes.values()
-                    and load[s] < self.max_in_flight]
-            while free and (queue or not exhausted):
-                if not queue:
-                    nxt = next(source, None)
-                    if nxt is None:
-                        exhausted = True
-                        break
-                    queue.append(nxt)
+            usable = [s for s in range(len(self.actors)) if self.live[s] and s not in probes.values()
+                      and not alone[s]]
+            while retry and (idle := [s for s in usable if load[s] == 0]):
+                slot, payload = idle[0], retry.pop(0)
+                running[self.call(self.actors[slot], payload)] = _Call(payload, slot, time.time(), True)
+                load[slot], alone[slot] = 1, True
+                usable.remove(slot)
+            while not retry and not exhausted and (free := [s for s in usable if load[s] < self.max_in_flight]):
+                nxt = next(source, None)
+                if nxt is None:
+                    exhausted = True
+                    break
                 slot = min(free, key=lambda s: load[s])
-                payload = queue.pop(0)
-                running[self.call(self.actors[slot], payload)] = _Call(payload, slot, time.time())
+                running[self.call(self.actors[slot], nxt)] = _Call(nxt, slot, time.time(), False)
                 load[slot] += 1
-                free = [s for s in free if load[s] < self.max_in_flight]
             if not running and not probes:
-                if exhausted and not queue:
+                if exhausted and not retry:
                     return
                 if not any(self.live):
                     raise RuntimeError("every engine actor died and Ray could not restart it; see the errors above")
@@ -323,14 +330,18 @@ class EnginePool:
                 continue
             task = running.pop(done)
             load[task.slot] -= 1
+            alone[task.slot] = False
             try:
                 result = ray.get(done)
             except (RayActorError, RayTaskError) as err:
-                # Ray already re-ran the call on a restarted actor max_task_retries times, or the
-                # call raised: split it, so a bad item costs only itself.
+                # Ray already re-ran the call on a restarted actor max_task_retries times (or the
+                # call raised): run it alone, then split it, so a bad item costs only itself.
                 self.stats.errors.append(f"{type(err).__name__}: {str(err)[:300]}")
                 if isinstance(err, RayActorError) and task.slot not in probes.values() and self.live[task.slot]:
                     probes[self.actors[task.slot].ready.remote()] = task.slot
+                if not task.alone:
+                    retry.append(task.payload)
+                    continue
                 halves = self.split(task.payload)
                 if halves is None:
                     self.stats.failed_payloads += 1
@@ -338,7 +349,7 @@ class EnginePool:
                     yield task.payload, None
                 else:
                     self.stats.bisections += 1
-                    queue[:0] = list(halves)
+                    retry[:0] = list(halves)
                 continue
             self._seen(task.slot, result, task.sent_at)
             yield task.payload, result

@@ -4,11 +4,16 @@ re-runs its calls; the pool only bisects a payload that still fails, down to the
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import pytest
+import ray.cloudpickle
 
 from semacdr_dist.semantics.workers import EnginePool
+
+# The actor class below travels by value: Ray's workers cannot import this test module.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 POISON = 13  # an item whose call kills the actor's process, every time
 
@@ -49,9 +54,10 @@ def test_a_poison_item_is_bisected_out_and_nothing_else_is_lost(ray_local):
     assert failed == [[POISON]]
     assert got == {x: 2 * x for x in range(20) if x != POISON}
     s = pool.stats
-    # [12..15] -> [12, 13] + [14, 15] -> [12] + [13]: two splits, one payload given up
+    # [12..15] alone, then [12, 13] + [14, 15], then [12] + [13]: two splits, one item given up
     assert (s.bisections, s.failed_payloads) == (2, 1)
-    assert s.actor_restarts >= 1 and len(s.errors) == 3  # each try of a poisoned payload died
+    # [12..15] among others, then alone, [12, 13], [13]: each died (neighbours may have died too)
+    assert s.actor_restarts >= 1 and len(s.errors) >= 4
 
 
 def test_an_actor_ray_cannot_restart_is_retired_and_the_last_one_stops_the_run(ray_local):
@@ -62,4 +68,4 @@ def test_an_actor_ray_cannot_restart_is_retired_and_the_last_one_stops_the_run(r
             list(pool.map_unordered([[POISON], [1]]))
     finally:
         pool.close()
-    assert pool.stats.failed_payloads >= 1 and pool.stats.actor_restarts == 0
+    assert pool.stats.errors and pool.stats.actor_restarts == 0  # it died once; nothing came back
