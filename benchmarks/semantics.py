@@ -283,6 +283,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="16 items: a smoke run")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--engines", type=int, default=None,
+                    help="llm.num_engines for every path (default: the preset's layout for this box)")
     ap.add_argument("--processor", action="store_true",
                     help="only the stage vs ray.data.llm's build_processor vs raw, side by side (auto dtype)")
     args = ap.parse_args()
@@ -294,6 +296,8 @@ def main() -> None:
     # engines get work; only the dtype differs between the runs of a pair.
     common = ["llm=smollm2_cpu", f"llm.batch_size={max(1, n // 4)}", f"llm.shard_rows={2 * n}",
               "encoder.items_per_call=256"]
+    if args.engines:
+        common.append(f"llm.num_engines={args.engines}")
     if os.environ.get("SEMACDR_MODELS_DIR"):
         common.append(f"models_dir={os.environ['SEMACDR_MODELS_DIR']}")
     if args.processor:
