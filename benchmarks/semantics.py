@@ -38,6 +38,7 @@ import pyarrow as pa  # noqa: E402
 from semacdr_dist.config import load_config  # noqa: E402
 from semacdr_dist.data.schemas import ITEMS, VIEW_NAMES  # noqa: E402
 from semacdr_dist.hardware import machine_summary, resolve_dtype  # noqa: E402
+from semacdr_dist.pipeline import semantics_config  # noqa: E402
 from semacdr_dist.rundir import RunDir  # noqa: E402
 from semacdr_dist.runtime import RayConfig, ray_session  # noqa: E402
 from semacdr_dist.semantics.models import prepare_models  # noqa: E402
@@ -137,7 +138,7 @@ def run_stage(items: list[dict], overrides: list[str], tmp: Path) -> dict:
     run.write_table("items/part-00000.parquet", pa.Table.from_pylist(items, schema=ITEMS))
     cfg = load_config(overrides)
     t0 = time.perf_counter()
-    report = run_semantics(cfg, run)
+    report = run_semantics(semantics_config(cfg), run)
     wall = time.perf_counter() - t0
     g, f = report["generation"], report["features"]
     return {
@@ -161,12 +162,131 @@ def run_stage(items: list[dict], overrides: list[str], tmp: Path) -> dict:
     }
 
 
+def run_processor(model_path: str, items: list[dict], overrides: list[str], dtype: str, layout: dict) -> dict:
+    """The same prompts through ``ray.data.llm.build_processor`` with the stage's settings (engines,
+    threads, batch, sampling, prefix caching, KV cache), tuned as DEVELOPERS.md says (OMP threads in
+    the runtime env, CPU bundles, light pre/post stages, two batches in flight per engine).
+
+    Each call starts fresh engines, so ``seconds`` includes their start-up; ``span_seconds`` is
+    first request start to last request end as the engines saw them (generation only)."""
+    import ray
+    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+    from semacdr_dist.semantics.prompts import render_messages
+
+    cfg = load_config(overrides).llm
+    engine_kwargs: dict = dict(dtype=dtype, max_model_len=cfg.max_model_len, enforce_eager=True, seed=0,
+                               enable_prefix_caching=cfg.prefix_caching)
+    if cfg.kv_block_size:
+        engine_kwargs["block_size"] = cfg.kv_block_size
+    if cfg.kv_cache_gib:
+        engine_kwargs["kv_cache_memory_bytes"] = int(cfg.kv_cache_gib * 2**30)
+    light = {"concurrency": 1, "num_cpus": 0.5}
+    config = vLLMEngineProcessorConfig(
+        model_source=model_path,
+        engine_kwargs=engine_kwargs,
+        batch_size=2 * cfg.batch_size,  # both views of batch_size items, as one stage call
+        concurrency=layout["num_engines"],
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(layout["threads"])}},
+        placement_group_config={"bundles": [{"CPU": cfg.num_cpus_per_engine}]},
+        max_concurrent_batches=cfg.max_batches_in_flight,
+        max_tasks_in_flight_per_actor=cfg.max_batches_in_flight,
+        chat_template_stage=light, tokenize_stage=light, detokenize_stage=light,
+    )
+    params = dict(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                  repetition_penalty=cfg.repetition_penalty, stop=list(cfg.stop) or None)
+
+    def post(row: dict) -> dict:
+        return {"tokens": int(row["num_generated_tokens"]), "prompt_tokens": int(row["num_input_tokens"]),
+                "done_at": time.time(), "llm_seconds": float(row["time_taken_llm"])}
+
+    processor = build_processor(config, preprocess=lambda row: {"messages": row["messages"], "sampling_params": params},
+                                postprocess=post, preprocess_map_kwargs={"num_cpus": 0.5},
+                                postprocess_map_kwargs={"num_cpus": 0.5})
+    rows = [{"messages": render_messages(getattr(cfg.prompts, v), it)} for it in items for v in VIEW_NAMES]
+    t0 = time.perf_counter()
+    out = processor(ray.data.from_items(rows)).take_all()
+    sec = time.perf_counter() - t0
+    tokens = sum(r["tokens"] for r in out)
+    span = max(r["done_at"] for r in out) - min(r["done_at"] - r["llm_seconds"] for r in out)
+    return {"dtype": dtype, "prompts": len(out), "tokens": tokens, "prompt_tokens": sum(r["prompt_tokens"] for r in out),
+            "cached_prompt_tokens": 0, "seconds": sec, "span_seconds": span, "engine_start_seconds": sec - span,
+            "tokens_per_s": tokens / span, "tokens_per_s_end_to_end": tokens / sec, "items_per_s": len(items) / span,
+            "layout": layout}
+
+
+def main_processor(args: argparse.Namespace, n: int, model_path: str, items: list[dict], common: list[str]) -> None:
+    """stage, raw (the stage's layout) and the ray.data.llm processor, side by side in one run,
+    for the dtype ``auto`` picks here; appended to semantics.json / semantics.md."""
+    auto_dtype, auto_reason = resolve_dtype("auto", on_gpu=False)
+    load = os.getloadavg()[0]
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sem-"))
+    with ray_session(RayConfig(num_cpus=4, object_store_memory_mb=768)):
+        stage = run_stage(items, [*common, f"llm.dtype={auto_dtype}"], tmp)
+        lay = stage["layout"]
+        proc = run_processor(model_path, items, common, auto_dtype, lay)
+    raw = run_raw(model_path, items, common, auto_dtype, processes=lay["num_engines"], threads=lay["threads"])
+    res = {"command": " ".join(["python benchmarks/semantics.py", *sys.argv[1:]]), "items": n, "prompts": 2 * n,
+           "machine": {**machine_summary(dtype=auto_dtype), "dtype_reason": auto_reason, "loadavg_at_start": load,
+                       "loadavg_at_end": os.getloadavg()[0]},
+           "dtype": auto_dtype, "stage": stage, "processor": proc, "raw_layout": raw,
+           "ratio_stage_vs_raw": stage["tokens_per_s"] / raw["tokens_per_s"],
+           "ratio_processor_vs_raw": proc["tokens_per_s"] / raw["tokens_per_s"],
+           "ratio_stage_vs_processor": stage["tokens_per_s"] / proc["tokens_per_s"],
+           "ratio_stage_vs_processor_end_to_end": (stage["tokens"] / stage["end_to_end_seconds"])
+           / proc["tokens_per_s_end_to_end"]}
+    out = Path(args.out)
+    prev = json.loads((out / "semantics.json").read_text()) if (out / "semantics.json").exists() else {}
+    prev["processor_comparison"] = res
+    (out / "semantics.json").write_text(json.dumps(prev, indent=2))
+    md = out / "semantics.md"
+    text = md.read_text() if md.exists() else ""
+    text = text.split(PROCESSOR_HEADING)[0].rstrip("\n") + "\n\n" + processor_markdown(res)
+    md.write_text(text)
+    sys.stdout.write(json.dumps(res, indent=2) + "\n")
+
+
+PROCESSOR_HEADING = "## The stage vs `ray.data.llm`'s processor"
+
+
+def processor_markdown(r: dict) -> str:
+    m, st, pr, raw = r["machine"], r["stage"], r["processor"], r["raw_layout"]
+    lay = st["layout"]
+    return "\n".join([
+        PROCESSOR_HEADING, "",
+        f"{r['items']} items = {r['prompts']} prompts, {r['dtype']}, {lay['num_engines']} engine(s) x "
+        f"{lay['threads']} thread(s), the preset's batch, sampling, prefix caching and KV cache for all three; "
+        f"measured side by side in one run. Machine: {m['describe']}; flags {', '.join(m['flags']) or 'none'}. "
+        f"Load average {m['loadavg_at_start']:.1f} at start, {m['loadavg_at_end']:.1f} at end.",
+        f"Command: `{r['command']}`", "",
+        "| path | generated tok/s (generation) | end to end s (incl. engine start) | engine start s |",
+        "|---|---:|---:|---:|",
+        f"| raw vllm.LLM.chat, the stage's layout (no Ray) | {raw['tokens_per_s']:.1f} | "
+        f"{raw['seconds'] + raw['engine_start_seconds']:.1f} | {raw['engine_start_seconds']:.1f} |",
+        f"| **stage** (Ray actors, validation, faithfulness, features) | {st['tokens_per_s']:.1f} | "
+        f"{st['end_to_end_seconds']:.1f} | {st['engine_start_seconds']:.1f} |",
+        f"| `ray.data.llm` build_processor (generation only) | {pr['tokens_per_s']:.1f} | {pr['seconds']:.1f} | "
+        f"{pr['engine_start_seconds']:.1f} |",
+        "",
+        f"- stage / raw: **{r['ratio_stage_vs_raw']:.2f}**; processor / raw: **{r['ratio_processor_vs_raw']:.2f}**",
+        f"- stage / processor, generation phase: **{r['ratio_stage_vs_processor']:.2f}**; end to end: "
+        f"**{r['ratio_stage_vs_processor_end_to_end']:.2f}** (the stage's end to end also validates, "
+        "scores faithfulness, resamples and encodes features; the processor's only generates)",
+        "",
+    ]) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=64, help="items (2 prompts each); 64 = 128 prompts")
     ap.add_argument("--quick", action="store_true", help="16 items: a smoke run")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--engines", type=int, default=None,
+                    help="llm.num_engines for every path (default: the preset's layout for this box)")
+    ap.add_argument("--processor", action="store_true",
+                    help="only the stage vs ray.data.llm's build_processor vs raw, side by side (auto dtype)")
     args = ap.parse_args()
     n = 16 if args.quick else args.items
     models = prepare_models(os.environ.get("SEMACDR_MODELS_DIR"))
@@ -176,8 +296,13 @@ def main() -> None:
     # engines get work; only the dtype differs between the runs of a pair.
     common = ["llm=smollm2_cpu", f"llm.batch_size={max(1, n // 4)}", f"llm.shard_rows={2 * n}",
               "encoder.items_per_call=256"]
+    if args.engines:
+        common.append(f"llm.num_engines={args.engines}")
     if os.environ.get("SEMACDR_MODELS_DIR"):
         common.append(f"models_dir={os.environ['SEMACDR_MODELS_DIR']}")
+    if args.processor:
+        main_processor(args, n, model_path, items, common)
+        return
     load = os.getloadavg()[0]
     auto_dtype, auto_reason = resolve_dtype("auto", on_gpu=False)
     os.environ.setdefault("RAY_worker_niceness", "0")  # like the raw processes (see DEVELOPERS.md)

@@ -1,6 +1,10 @@
-"""Ray job: the report stage. `ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- python ray_jobs/report.py [overrides]`"""
+"""Ray job: `semacdr-dist report` from the installed package (the cluster image has it; under
+`ray job submit --working-dir .` Ray also puts the uploaded checkout on the job's PYTHONPATH).
 
-from _entry import run
+    ray job submit --working-dir . --runtime-env cluster/runtime_env.yaml -- python ray_jobs/report.py [overrides]
+"""
+
+from semacdr_dist.cli import run
 
 if __name__ == "__main__":
     run("report")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from omegaconf import OmegaConf
 
@@ -57,11 +58,8 @@ def _print_summary(result: PipelineResult) -> None:
 
 
 def _report(cfg: Config, runs: list[str]) -> int:
-    try:
-        from semacdr_dist.evaluate.report import compare
-    except ImportError:
-        print("report: the evaluate stage is not built yet", file=sys.stderr)
-        return 2
+    from semacdr_dist.evaluate.report import compare
+
     out = compare([cfg.run_dir, *runs], cfg.run_dir)
     for kind, path in out.get("paths", {}).items():
         print(f"{kind}: {path}")
@@ -120,6 +118,12 @@ def _main(argv: list[str]) -> int:
         return _report(cfg, runs)
     stages = STAGES if command == "pipeline" else (command,)
     return _run_stages(cfg, stages)
+
+
+def run(command: str) -> NoReturn:
+    """One command with this process's arguments, then exit: the body of ``ray_jobs/<stage>.py``
+    (``python ray_jobs/train.py data=amazon ...`` = ``semacdr-dist train data=amazon ...``)."""
+    sys.exit(main([command, *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

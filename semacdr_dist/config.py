@@ -1,8 +1,11 @@
 """The typed top-level configuration, registered with Hydra's ConfigStore.
 
 Each stage owns its config dataclass next to its code; this module only
-composes them. Because the Hydra tree is validated against these dataclasses,
-an unknown or mistyped key fails at composition instead of becoming ``None``.
+composes them (and `pipeline` hands each stage its part). Because the Hydra tree
+is validated against these dataclasses, an unknown or mistyped key fails at
+composition instead of becoming ``None``; every value is then checked against
+its rule (`validate`) and every baseline's preset is read, all before a stage
+runs. Nothing below this module imports it.
 """
 
 from __future__ import annotations
@@ -53,7 +56,44 @@ def to_config(cfg: DictConfig | dict[str, Any]) -> Config:
     from semacdr_dist.validate import validate_config
 
     validate_config(typed)  # every value checked now, not when its stage starts
+    model_configs(typed)  # and every baseline's preset read and checked
     return typed
+
+
+def model_preset(name: str, max_len: int) -> ModelConfig:
+    """``configs/model/<name>.yaml`` over the ModelConfig defaults, with the run's ``max_len``
+    (the sequence length is a data property: every model of a run reads the same histories)."""
+    from pathlib import Path
+
+    from semacdr_dist.errors import ConfigError
+
+    path = Path(config_dir()) / "model" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError("baselines", name, f"no preset {path} (presets: {', '.join(known)})")
+    node = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(path))
+    reject_unknown_keys(node, "model")
+    model: ModelConfig = OmegaConf.to_object(node)  # type: ignore[assignment]
+    model.max_len = max_len
+    return model
+
+
+def model_configs(cfg: Config, names: list[str] | None = None) -> dict[str, ModelConfig]:
+    """The config of each model a run trains (default: ``model``, then ``baselines``), in order;
+    a baseline's config is its preset with the run's ``max_len``, checked like ``model``."""
+    import dataclasses
+
+    from semacdr_dist.validate import validate_config
+
+    names = list(dict.fromkeys(names or [cfg.model.name, *cfg.baselines]))
+    out = {}
+    for name in names:
+        if name == cfg.model.name:
+            out[name] = cfg.model
+            continue
+        out[name] = model_preset(name, cfg.model.max_len)
+        validate_config(dataclasses.replace(cfg, model=out[name], baselines=[]))
+    return out
 
 
 def reject_unknown_keys(node: Any, path: str = "") -> None:

@@ -8,6 +8,10 @@ multi-line report) so the CLI can print one line instead of a 200-line trace.
 from __future__ import annotations
 
 import re
+from enum import StrEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class ConfigError(ValueError):
@@ -16,6 +20,18 @@ class ConfigError(ValueError):
     def __init__(self, key: str, value: object, rule: str):
         self.key, self.value, self.rule = key, value, rule
         super().__init__(f"{key}={value!r}: {rule}")
+
+
+def as_choice(kind: type[E], value: object, key: str) -> E:
+    """``value`` as a member of the string enum ``kind``, or a :class:`ConfigError` naming ``key``.
+
+    Hydra already refuses a bad choice when it composes the config; this covers a config
+    dataclass built directly in Python.
+    """
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigError(key, value, f"must be one of {', '.join(m.value for m in kind)}") from None
 
 
 def _cause(err: BaseException) -> BaseException:

@@ -1,53 +1,93 @@
 """The pipeline: prepare → semantics → train → evaluate over one run directory.
 
-Each stage is a plain function ``run_<stage>(cfg, run, ...)`` in its package;
-this module only orders them, times them and writes the summary. A stage whose
-package is not built yet is reported as such instead of failing the run.
+The one place that composes: it takes the whole :class:`Config` and hands each stage
+only its part (:func:`semantics_config`, :func:`train_config`, :func:`evaluate_config`),
+so a stage never sees, or imports, the top-level config. Each stage is a plain function
+``run_<stage>(part, run, ...)`` in its package; this module orders them, times them and
+writes the summary.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from semacdr_dist.config import Config
+from semacdr_dist.config import Config, model_configs
 from semacdr_dist.hardware import machine_summary, resolve_dtype, resolve_precision
 from semacdr_dist.lease import RunLease
 from semacdr_dist.manifest import check_unchanged, ensure_run_dir
 from semacdr_dist.profiling import PeakRSS
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.runtime import ray_session
+from semacdr_dist.semantics.config import SemanticsStageConfig
+from semacdr_dist.train.config import TrainStageConfig
+
+if TYPE_CHECKING:
+    from semacdr_dist.evaluate.stage import EvaluateStageConfig
 
 log = logging.getLogger(__name__)
 
 STAGES = ("prepare", "semantics", "train", "evaluate")
-STAGE_FUNCTIONS = {
-    "prepare": "semacdr_dist.data.prepare:run_prepare",
-    "semantics": "semacdr_dist.semantics.stage:run_semantics",
-    "train": "semacdr_dist.train.stage:run_train",
-    "evaluate": "semacdr_dist.evaluate.stage:run_evaluate",
-}
 # Models whose item tower reads the semantic features (the others need no LLM stage).
 FEATURE_MODELS = {"semacdr", "sasrec_text", "llm4cdsr"}
 SUMMARY_METRICS = ("ndcg@10", "hr@10", "mrr@10")
 
 
-class StageNotBuilt(RuntimeError):
-    """The stage's module does not exist in this checkout yet."""
+def semantics_config(cfg: Config) -> SemanticsStageConfig:
+    """The semantics stage's part of ``cfg``."""
+    return SemanticsStageConfig(models_dir=cfg.models_dir, llm=cfg.llm, encoder=cfg.encoder, seed=cfg.seed,
+                                force=cfg.force)
 
 
-def stage_function(stage: str) -> Callable[..., dict]:
-    module, name = STAGE_FUNCTIONS[stage].split(":")
-    if importlib.util.find_spec(module) is None:
-        raise StageNotBuilt(f"stage '{stage}' is not built yet ({module} is missing)")
-    return getattr(importlib.import_module(module), name)
+def train_config(cfg: Config, model: str) -> TrainStageConfig:
+    """The train stage's part of ``cfg`` for ``model`` (``cfg.model``, or a baseline's preset)."""
+    return TrainStageConfig(model=model_configs(cfg, [model])[model], train=cfg.train, seed=cfg.seed,
+                            force=cfg.force)
+
+
+def evaluate_config(cfg: Config) -> EvaluateStageConfig:
+    """The evaluate stage's part of ``cfg``."""
+    from semacdr_dist.evaluate.stage import EvaluateStageConfig  # lazy: FAISS, pyarrow
+
+    return EvaluateStageConfig(evaluate=cfg.evaluate, force=cfg.force)
+
+
+def stage_part(cfg: Config, stage: str) -> Any:
+    """What the stage (``prepare``, ``semantics``, ``train/<model>``, ``eval/<model>``) is handed."""
+    kind, _, model = stage.partition("/")
+    if kind == "semantics":
+        return semantics_config(cfg)
+    if kind == "train":
+        return train_config(cfg, model)
+    if kind in ("eval", "evaluate"):
+        return evaluate_config(cfg)
+    # prepare still reads the top-level config (data, seed, force): data/prepare.py takes it as is
+    return cfg
+
+
+def run_stage(cfg: Config, run: RunDir, stage: str, model: str | None = None) -> dict:
+    """Run one stage (one model's, for train and evaluate) on its part of ``cfg``."""
+    if stage == "prepare":
+        from semacdr_dist.data.prepare import run_prepare
+
+        return run_prepare(cfg, run)
+    if stage == "semantics":
+        from semacdr_dist.semantics.stage import run_semantics
+
+        return run_semantics(semantics_config(cfg), run)
+    if stage == "train":
+        from semacdr_dist.train.stage import run_train
+
+        return run_train(train_config(cfg, model), run)
+    if stage == "evaluate":
+        from semacdr_dist.evaluate.stage import run_evaluate
+
+        return run_evaluate(evaluate_config(cfg), run, model)
+    raise ValueError(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
 
 
 @dataclass
@@ -64,8 +104,7 @@ class PipelineResult:
 
 
 def models_to_run(cfg: Config) -> list[str]:
-    names = [cfg.model.name] + [b for b in cfg.baselines if b != cfg.model.name]
-    return list(dict.fromkeys(names))
+    return list(model_configs(cfg))
 
 
 def save_config(cfg: Config, run: RunDir) -> None:
@@ -86,7 +125,8 @@ def run_pipeline(cfg: Config, stages: tuple[str, ...] = STAGES, models: list[str
 
 def preflight(cfg: Config, run: RunDir, stages: tuple[str, ...], models: list[str]) -> None:
     """Refuse before anything runs if a finished stage of this run directory was made under a
-    different config and is not being redone: its outputs, and config.yaml, would disagree."""
+    different config and is not being redone: its outputs, and config.yaml, would disagree.
+    Each stage is compared on the part it is handed (as the stage itself will)."""
     redone = set()
     if cfg.force:
         redone = {s for s in stages if s in ("prepare", "semantics")}
@@ -95,7 +135,7 @@ def preflight(cfg: Config, run: RunDir, stages: tuple[str, ...], models: list[st
     done = ["prepare", "semantics", *[f"{k}/{m}" for k in ("train", "eval") for m in models]]
     for stage in done:
         if stage not in redone and run.is_done(stage):
-            check_unchanged(cfg, run, stage)
+            check_unchanged(stage_part(cfg, stage), run, stage)
 
 
 def _run(cfg: Config, run: RunDir, stages: tuple[str, ...], models: list[str]) -> PipelineResult:
@@ -108,18 +148,12 @@ def _run(cfg: Config, run: RunDir, stages: tuple[str, ...], models: list[str]) -
             if stage == "semantics" and not FEATURE_MODELS.intersection(models):
                 result.skipped[stage] = "no model needs semantic features"
                 continue
-            try:
-                fn = stage_function(stage)
-            except StageNotBuilt as err:
-                result.skipped[stage] = str(err)
-                log.warning("%s", err)
-                continue
             targets = models if stage in ("train", "evaluate") else [None]
             for model in targets:
                 key = f"{stage}/{model}" if model else stage
                 t0 = time.perf_counter()
                 log.info("stage %s: start", key)
-                out = fn(cfg, run, model) if model else fn(cfg, run)
+                out = run_stage(cfg, run, stage, model)
                 result.timings[key] = time.perf_counter() - t0
                 result.outputs[key] = out
                 log.info("stage %s: done in %.1fs", key, result.timings[key])

@@ -1,12 +1,10 @@
-"""The data contracts of DESIGN.md as pyarrow schemas, and one validator.
+"""The data contracts between the stages as pyarrow schemas, and one validator.
 
 Every stage checks its input with :func:`validate_table` when it reads it, so a
 bad row is reported with the file, the row number and the rule it breaks.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -90,12 +88,6 @@ class DataValidationError(ValueError):
         self.file, self.row, self.rule, self.detail = file, row, rule, detail
         where = f"{file}, row {row}" if row is not None else file
         super().__init__(f"{where}: {rule}" + (f" ({detail})" if detail else ""))
-
-
-@dataclass(frozen=True)
-class Violation:
-    row: int
-    rule: str
 
 
 def _first_bad(mask: pa.ChunkedArray | pa.Array) -> int | None:

@@ -1,4 +1,11 @@
-"""evaluate stage: sharded FAISS search on Ray actors, exact metrics, reports.
+"""The evaluate stage: sharded FAISS search on Ray actors, exact metrics, reports.
+
+Owns: the ranking protocol and the metrics (`metrics`: `target_ranks`, `metric_table`,
+also used by training's validation), `run_evaluate(EvaluateStageConfig, run, model_name)`
+(export/<model>/, sequences/ -> eval/<model>/), `EvalConfig`, the sharded index and the
+reports (`compare`, `write_eval_report`).
+May import: `data`, `model` (to load an export) and the foundation modules; never the
+top-level config.
 
 Public entry points (imported lazily, so `semacdr_dist.config` stays light):
 `run_evaluate(cfg, run, model_name)`, `evaluate_vectors(...)`, `ShardedIndex`,

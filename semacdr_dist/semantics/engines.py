@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from semacdr_dist.hardware import resolve_dtype, torch_dtype
-from semacdr_dist.semantics.config import EncoderConfig, LLMConfig
+from semacdr_dist.semantics.config import EncoderBackend, EncoderConfig, LLMBackend, LLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class VLLMGenerator:
     def __init__(self, model_path: str, cfg: LLMConfig, seed: int):
         from vllm import LLM, SamplingParams
 
-        self.dtype, self.dtype_reason = resolve_dtype(cfg.dtype, cfg.use_gpu)
+        self.dtype, self.dtype_reason = resolve_dtype(str(cfg.dtype), cfg.use_gpu)
         kwargs = {
             "dtype": self.dtype,
             "max_model_len": cfg.max_model_len,
@@ -107,7 +107,7 @@ class HFGenerator:
 
         self.torch = torch
         self.cfg = cfg
-        self.dtype, self.dtype_reason = resolve_dtype(cfg.dtype, cfg.use_gpu)
+        self.dtype, self.dtype_reason = resolve_dtype(str(cfg.dtype), cfg.use_gpu)
         self.device = "cuda" if cfg.use_gpu else "cpu"
         self.tok = AutoTokenizer.from_pretrained(model_path, padding_side="left")
         if self.tok.pad_token is None:
@@ -157,11 +157,9 @@ def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 
 
 def make_generator(model_path: str, cfg: LLMConfig, seed: int) -> Generator:
-    if cfg.backend == "vllm":
-        return VLLMGenerator(model_path, cfg, seed)
-    if cfg.backend == "hf":
-        return HFGenerator(model_path, cfg, seed)
-    raise ValueError(f"llm.backend must be 'vllm' or 'hf', got {cfg.backend!r}")
+    """The engine of ``llm.backend`` (an enum: its value was checked when the config was built)."""
+    engines = {LLMBackend.vllm: VLLMGenerator, LLMBackend.hf: HFGenerator}
+    return engines[cfg.backend](model_path, cfg, seed)
 
 
 class SentenceTransformerEncoder:
@@ -171,7 +169,7 @@ class SentenceTransformerEncoder:
         from sentence_transformers import SentenceTransformer
 
         self.cfg = cfg
-        self.dtype, self.dtype_reason = resolve_dtype(cfg.dtype, cfg.use_gpu)
+        self.dtype, self.dtype_reason = resolve_dtype(str(cfg.dtype), cfg.use_gpu)
         dtype = torch_dtype(self.dtype)
         self.model = SentenceTransformer(
             model_path,
@@ -201,7 +199,7 @@ class VLLMEncoder:
         from vllm import LLM
 
         self.cfg = cfg
-        self.dtype, self.dtype_reason = resolve_dtype(cfg.dtype, cfg.use_gpu)
+        self.dtype, self.dtype_reason = resolve_dtype(str(cfg.dtype), cfg.use_gpu)
         kwargs = {"runner": "pooling", "max_model_len": cfg.max_seq_length, "dtype": self.dtype}
         if not cfg.use_gpu:
             kwargs["enforce_eager"] = True
@@ -223,8 +221,6 @@ class VLLMEncoder:
 
 
 def make_encoder(model_path: str, cfg: EncoderConfig) -> Encoder:
-    if cfg.backend == "sentence_transformers":
-        return SentenceTransformerEncoder(model_path, cfg)
-    if cfg.backend == "vllm":
-        return VLLMEncoder(model_path, cfg)
-    raise ValueError(f"encoder.backend must be 'sentence_transformers' or 'vllm', got {cfg.backend!r}")
+    """The encoder of ``encoder.backend`` (an enum: its value was checked when the config was built)."""
+    encoders = {EncoderBackend.sentence_transformers: SentenceTransformerEncoder, EncoderBackend.vllm: VLLMEncoder}
+    return encoders[cfg.backend](model_path, cfg)

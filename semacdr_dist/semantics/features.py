@@ -11,25 +11,26 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from semacdr_dist.config import Config
 from semacdr_dist.data.schemas import FEATURE_COLUMNS, ITEMS, features_schema, validate_table
 from semacdr_dist.rundir import RunDir
+from semacdr_dist.semantics.config import EncoderConfig, SemanticsStageConfig
 from semacdr_dist.semantics.prompts import content_text
 from semacdr_dist.semantics.views import read_views
-from semacdr_dist.semantics.workers import ActorPool, EncodeWorker
+from semacdr_dist.semantics.workers import EncodeTexts
 
 log = logging.getLogger(__name__)
 
 _META_KEY = b"semacdr.features"
 
 
-def _recipe(cfg: Config, shas: dict[str, str]) -> str:
+def _recipe(cfg: SemanticsStageConfig, shas: dict[str, str]) -> str:
     blob = json.dumps(
         {"encoder": cfg.encoder.model, "backend": cfg.encoder.backend, "normalize": cfg.encoder.normalize,
          "max_seq_length": cfg.encoder.max_seq_length, "llm": cfg.llm.model, "shas": shas},
@@ -67,10 +68,42 @@ def _shard_texts(run: RunDir, fname: str, model: str, shas: dict[str, str]) -> t
     return ids, texts
 
 
-def build_features(cfg: Config, run: RunDir, encoder_path: str, shas: dict[str, str]) -> dict:
-    """Encode every items shard whose features are missing or stale; returns counters."""
+def encoded_texts(texts: list[str], encoder_path: str, enc: EncoderConfig) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of ``pos`` (index into ``texts``), ``vector``, ``dtype``, ``dtype_reason``, as they
+    come out of a Ray Data ``map_batches`` over an actor pool of ``enc.num_actors`` encoders
+    (Ray Data restarts a failed encoder actor and re-runs its batch)."""
     import ray
 
+    table = pa.table({"pos": pa.array(np.arange(len(texts), dtype=np.int64)), "text": pa.array(texts, pa.string())})
+    ds = ray.data.from_arrow(table).map_batches(
+        EncodeTexts,
+        fn_constructor_kwargs={"model_path": encoder_path, "cfg": enc},
+        batch_size=max(1, enc.items_per_call) * 3,
+        batch_format="numpy",
+        concurrency=enc.num_actors,
+        num_cpus=enc.num_cpus,
+        num_gpus=1 if enc.use_gpu else 0,
+        runtime_env={"env_vars": {"OMP_NUM_THREADS": str(enc.omp_threads)}},
+    )
+    yield from ds.iter_batches(batch_format="numpy", batch_size=None)
+
+
+def encode_texts(texts: list[str], encoder_path: str, enc: EncoderConfig) -> np.ndarray:
+    """float32 [len(texts), dim] in ``texts`` order, through :func:`encoded_texts`."""
+    parts = list(encoded_texts(texts, encoder_path, enc))
+    pos = np.concatenate([p["pos"] for p in parts])
+    vec = np.concatenate([np.asarray(p["vector"], dtype=np.float32) for p in parts])
+    out = np.empty_like(vec)
+    out[pos] = vec
+    return out
+
+
+def build_features(cfg: SemanticsStageConfig, run: RunDir, encoder_path: str, shas: dict[str, str]) -> dict:
+    """Encode every items shard whose features are missing or stale; returns counters.
+
+    The texts of every such shard go through one Ray Data map (one encoder start-up); a
+    shard is written as soon as all its vectors are back, so a kill loses only unwritten shards.
+    """
     enc = cfg.encoder
     recipe = _recipe(cfg, shas)
     todo = [f for f in run.list_files("items") if _shard_recipe(run, f) != recipe]
@@ -80,46 +113,49 @@ def build_features(cfg: Config, run: RunDir, encoder_path: str, shas: dict[str, 
                              for f in run.list_files("features"))  # fmt: skip
         return stats
     t0 = time.perf_counter()
-    actor_cls = ray.remote(EncodeWorker)
-
-    def make(slot: int):
-        return actor_cls.options(
-            num_cpus=enc.num_cpus,
-            num_gpus=1 if enc.use_gpu else 0,
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": str(enc.omp_threads)}},
-        ).remote(encoder_path, enc)
-
-    pool = ActorPool(make, enc.num_actors, call=lambda a, p: a.encode.remote(p[1]), split=lambda p: None)
-    pool.start()
-    dim = int(pool.stats.actors[0]["dim"])
-    stats["dtype"], stats["dtype_reason"] = pool.stats.actors[0]["dtype"], pool.stats.actors[0]["dtype_reason"]
-    schema = features_schema(dim).with_metadata({_META_KEY: json.dumps({"recipe": recipe, "shas": shas}).encode()})
-    per_call = max(1, enc.items_per_call) * 3
-    try:
-        for fname in todo:
-            ids, texts = _shard_texts(run, fname, cfg.llm.model, shas)
-            chunks = [(k, texts[k : k + per_call]) for k in range(0, len(texts), per_call)]
-            parts: dict[int, np.ndarray] = {}
-            for (k, _), vec in pool.map_unordered(chunks):
-                if vec is None:
-                    raise RuntimeError(f"encoder failed on {fname} texts {k}..{k + per_call}")
-                parts[k] = vec
-            mat = np.concatenate([parts[k] for k, _ in chunks]).astype(np.float32).reshape(len(ids), 3, dim)
-            cols = [pa.array(ids, pa.int64())]
-            for j, _name in enumerate(FEATURE_COLUMNS):
-                flat = pa.array(np.ascontiguousarray(mat[:, j, :]).ravel(), pa.float32())
-                cols.append(pa.FixedSizeListArray.from_arrays(flat, dim))
-            cols.append(pa.array([enc.model] * len(ids), pa.string()))
-            run.write_table(f"features/{fname}", pa.Table.from_arrays(cols, schema=schema))
-            stats["items"] += len(ids)
-            log.info("features: %s (%d items) encoded", fname, len(ids))
-    finally:
-        pool.close()
+    shards, texts = [], []
+    for fname in todo:
+        ids, shard_texts = _shard_texts(run, fname, cfg.llm.model, shas)
+        shards.append((fname, ids, len(texts)))
+        texts.extend(shard_texts)
+    vectors: np.ndarray | None = None
+    left = np.array([3 * len(ids) for _, ids, _ in shards])  # texts still to come, per shard
+    starts = np.array([start for _, _, start in shards])
+    for batch in encoded_texts(texts, encoder_path, enc):
+        vec = np.asarray(batch["vector"], dtype=np.float32)
+        if vectors is None:
+            vectors = np.empty((len(texts), vec.shape[1]), dtype=np.float32)
+            stats["dtype"], stats["dtype_reason"] = str(batch["dtype"][0]), str(batch["dtype_reason"][0])
+        vectors[batch["pos"]] = vec
+        shard_of = np.searchsorted(starts, batch["pos"], side="right") - 1
+        np.subtract.at(left, shard_of, 1)
+        for k in np.unique(shard_of):
+            if left[k] == 0:
+                fname, ids, start = shards[k]
+                _write_shard(run, fname, ids, vectors[start : start + 3 * len(ids)], enc, recipe, shas)
+                stats["items"] += len(ids)
+                log.info("features: %s (%d items) encoded", fname, len(ids))
+    if left.any():
+        raise RuntimeError(f"the encoder returned {len(texts) - int(left.sum())} of {len(texts)} vectors")
     stats["seconds"] = time.perf_counter() - t0
     stats["items_per_s"] = stats["items"] / max(stats["seconds"], 1e-9)
     stats["items"] = sum(pq.ParquetFile(run.path("features", f), filesystem=run.fs).metadata.num_rows
                          for f in run.list_files("features"))  # fmt: skip
     return stats
+
+
+def _write_shard(run: RunDir, fname: str, ids: np.ndarray, vectors: np.ndarray, enc: EncoderConfig, recipe: str,
+                 shas: dict[str, str]) -> None:
+    """features/<fname>: item_id, content/specific/agnostic vectors (texts in that order per item)."""
+    dim = vectors.shape[1]
+    schema = features_schema(dim).with_metadata({_META_KEY: json.dumps({"recipe": recipe, "shas": shas}).encode()})
+    mat = vectors.reshape(len(ids), 3, dim)
+    cols = [pa.array(ids, pa.int64())]
+    for j, _name in enumerate(FEATURE_COLUMNS):
+        flat = pa.array(np.ascontiguousarray(mat[:, j, :]).ravel(), pa.float32())
+        cols.append(pa.FixedSizeListArray.from_arrays(flat, dim))
+    cols.append(pa.array([enc.model] * len(ids), pa.string()))
+    run.write_table(f"features/{fname}", pa.Table.from_arrays(cols, schema=schema))
 
 
 def load_feature_matrices(run: RunDir, n_items: int) -> dict[str, np.ndarray]:

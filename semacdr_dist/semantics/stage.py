@@ -9,7 +9,7 @@ and a changed prompt regenerates only its view. The caller opens Ray.
 
 Why an actor pool of plain ``vllm.LLM`` rather than a ``ray.data.llm``
 processor: on CPU the processor ran at ~0.5 of raw ``LLM.chat`` throughput
-and paid ~40-55 s of start-up per call (../shared/ENGINES.md); plain actors
+and paid ~40-55 s of start-up per call (DEVELOPERS.md, "Engines on CPU"); plain actors
 start in ~10 s, run both views of a batch in one ``LLM.chat`` call, keep the
 next batch queued, and let the driver write each shard the moment it is whole.
 """
@@ -27,13 +27,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from semacdr_dist.config import Config
 from semacdr_dist.data.schemas import ITEMS, VIEW_NAMES, VIEWS, validate_table
 from semacdr_dist.hardware import cpu_info, machine_summary, resolve_dtype
 from semacdr_dist.manifest import finish_stage, should_skip, verify_inputs
 from semacdr_dist.rundir import RunDir, StageIncomplete
 from semacdr_dist.semantics.cache import export_view_cache, import_view_cache
-from semacdr_dist.semantics.config import LLMConfig
+from semacdr_dist.semantics.config import LLMBackend, LLMConfig, SemanticsStageConfig
 from semacdr_dist.semantics.features import build_features
 from semacdr_dist.semantics.layout import (
     ENGINE_OVERHEAD_BYTES,
@@ -46,7 +45,7 @@ from semacdr_dist.semantics.models import resolve_model
 from semacdr_dist.semantics.prompts import prompt_sha
 from semacdr_dist.semantics.report import faithfulness_summary
 from semacdr_dist.semantics.views import drop_views, existing_keys, write_views
-from semacdr_dist.semantics.workers import ActorPool, ViewWorker, generate_views
+from semacdr_dist.semantics.workers import EnginePool, ViewWorker, generate_views
 
 log = logging.getLogger(__name__)
 
@@ -93,22 +92,23 @@ def _split(payload):
     return (items[:mid], left), (items[mid:], right)
 
 
-def _make_view_actor(cfg: Config, llm: LLMConfig, model_path: str, encoder_path: str, token: str):
-    """``llm``: the config with its engine layout filled in (num_engines, omp_threads)."""
+def _view_actors(cfg: SemanticsStageConfig, llm: LLMConfig, model_path: str, encoder_path: str, token: str):
+    """One engine actor per ``llm.num_engines`` (``llm``: the config with its engine layout filled
+    in). Ray restarts an actor that dies and re-runs the calls it held on the new one."""
     import ray
 
     actor_cls = ray.remote(ViewWorker)
-
-    def make(slot: int):
-        return actor_cls.options(
+    return [
+        actor_cls.options(
             name=f"semacdr-llm-{token}-{slot}",
             num_cpus=llm.num_cpus_per_engine,
             num_gpus=llm.tensor_parallel_size if llm.use_gpu else 0,
-            max_restarts=0,  # the pool replaces a dead actor itself and resubmits its batch
+            max_restarts=llm.max_actor_restarts,
+            max_task_retries=llm.max_batch_retries,
             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(llm.omp_threads)}},
         ).remote(model_path, encoder_path, llm, cfg.encoder, cfg.seed * 1000 + slot, slot)
-
-    return make
+        for slot in range(llm.num_engines)
+    ]
 
 
 def plan_engines(llm: LLMConfig, model_path: str, items: int) -> EngineLayout:
@@ -121,7 +121,7 @@ def plan_engines(llm: LLMConfig, model_path: str, items: int) -> EngineLayout:
     res = ray.cluster_resources()
     single_node = sum(1 for n in ray.nodes() if n.get("Alive")) == 1
     engine_bytes = 0
-    if llm.backend == "vllm" and not llm.use_gpu:
+    if llm.backend == LLMBackend.vllm and not llm.use_gpu:
         # Estimated with the driver's dtype choice; the actors resolve their own.
         dtype, _ = resolve_dtype(llm.dtype, llm.use_gpu)
         kv = (llm.kv_cache_gib or float(os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"))) * GIB
@@ -160,7 +160,7 @@ def _engine_figures(per_engine: dict[int, dict], actors: list[dict], batch_promp
     return out
 
 
-def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: str, shas: dict[str, str]) -> dict:
+def generate_missing(cfg: SemanticsStageConfig, run: RunDir, model_path: str, encoder_path: str, shas: dict[str, str]) -> dict:
     """Generate every missing (item, view) key; returns counters for the report."""
     from tqdm.auto import tqdm
 
@@ -179,14 +179,11 @@ def generate_missing(cfg: Config, run: RunDir, model_path: str, encoder_path: st
     log.info("views: %d engine(s) x %d thread(s): %s", layout.num_engines, layout.threads, layout.reason)
     token = uuid.uuid4().hex[:8]
     per_engine: dict[int, Counter] = {}
-    pool = ActorPool(
-        _make_view_actor(cfg, llm, model_path, encoder_path, token),
-        size=llm.num_engines,
+    pool = EnginePool(
+        _view_actors(cfg, llm, model_path, encoder_path, token),
         call=lambda actor, p: actor.process.remote(p[0], p[1], shas),
         split=_split,
         max_in_flight=llm.max_batches_in_flight,
-        max_retries=llm.max_batch_retries,
-        max_restarts=llm.max_actor_restarts,
     )
     log.info("views: %d missing (item, view) keys; starting %d %s engine(s)", todo, llm.num_engines, llm.backend)
     pool.start()
@@ -276,7 +273,7 @@ def _no_retry(llm):
     return replace(llm, max_retries=0)
 
 
-def run_semantics(cfg: Config, run: RunDir) -> dict:
+def run_semantics(cfg: SemanticsStageConfig, run: RunDir) -> dict:
     """views/ + features/ + semantics/report.json for every item of ``run``; returns the report."""
     if should_skip(cfg, run, "semantics"):  # raises if it was finished under another config
         log.info("semantics: done already (%s); skipping (force=true to redo)", run.uri_of("semantics"))
@@ -287,8 +284,6 @@ def run_semantics(cfg: Config, run: RunDir) -> dict:
     run.clear_done("semantics")
     t0 = time.perf_counter()
     llm = cfg.llm
-    if llm.backend not in ("vllm", "hf"):
-        raise ValueError(f"llm.backend must be 'vllm' or 'hf', got {llm.backend!r}")
     # Where a figure was measured: the report carries the driver's CPU (the engines
     # report their own in generation.engines).
     report_machine = machine_summary()

@@ -1,12 +1,17 @@
-"""View generation for a batch of items, the Ray actors that run it, and a resilient pool.
+"""View generation for a batch of items, the Ray actor that runs it, and its pool.
 
 :func:`generate_views` is a plain function (generator + encoder in, VIEWS rows
 out): render both prompts, generate, validate, score faithfulness, resample
 the failures, fall back after ``max_retries``. `ViewWorker` holds one engine and
-one faithfulness encoder in a Ray actor; `EncodeWorker` one encoder.
-`ActorPool` keeps ``max_in_flight`` calls queued per actor, replaces an actor
-that died and resubmits its batch, and bisects a batch that keeps killing
-actors down to the item that does (which then gets fallback rows).
+one faithfulness encoder in a Ray actor; `EncodeTexts` is the Ray Data UDF that
+encodes features/ texts (`features.build_features`).
+
+Fault handling is Ray's: engine actors are created with ``max_restarts`` and
+``max_task_retries``, so an actor that dies (SIGKILL, OOM, a crashing engine) is
+restarted by Ray and the calls it held run again on the new incarnation.
+`EnginePool` only keeps ``max_in_flight`` calls queued per actor, stops using an
+actor Ray gave up on, and bisects a batch whose call still failed down to the
+item that fails (which then gets fallback rows).
 """
 
 from __future__ import annotations
@@ -148,11 +153,17 @@ def _set_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
+def _incarnation() -> dict[str, Any]:
+    """Which life of this actor answers: Ray restarts a dead actor in a new process."""
+    return {"pid": os.getpid(), "started_at": time.time()}
+
+
 class ViewWorker:
     """Ray actor body: one generation engine + one faithfulness encoder."""
 
     def __init__(self, model_path: str, encoder_path: str, llm: LLMConfig, enc: EncoderConfig, seed: int,
                  engine_id: int = 0):
+        self.incarnation = _incarnation()
         t0 = time.perf_counter()
         _set_threads(llm.omp_threads or 1)
         self.cfg = llm
@@ -175,6 +186,7 @@ class ViewWorker:
             "dtype_reason": self.gen.dtype_reason,
             "threads": self.cfg.omp_threads or 1,
             "cpu": cpu_info().describe(),
+            "incarnation": self.incarnation,
         }
 
     def process(self, items: list[dict[str, Any]], requests: list[tuple[int, str]], shas: dict[str, str]) -> dict:
@@ -182,35 +194,28 @@ class ViewWorker:
         out = generate_views(self.gen, self.encoder, items, requests, self.cfg, shas)
         out["seconds"] = time.perf_counter() - t0
         out["engine"] = self.engine_id
+        out["incarnation"] = self.incarnation
         return out
 
 
-class EncodeWorker:
-    """Ray actor body: one text encoder."""
+class EncodeTexts:
+    """Ray Data UDF (an actor pool of ``map_batches``): one text encoder, ``text`` -> ``vector``."""
 
     def __init__(self, model_path: str, cfg: EncoderConfig):
         _set_threads(cfg.omp_threads)
         self.encoder = make_encoder(model_path, cfg)
 
-    def ready(self) -> dict[str, Any]:
-        return {"dim": self.encoder.dim, "dtype": self.encoder.dtype, "dtype_reason": self.encoder.dtype_reason}
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        return self.encoder.encode(texts)
-
-
-@dataclass
-class _Task:
-    payload: Any
-    tries: int = 0
-    slot: int = -1
-    actor: Any = None
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        vec = self.encoder.encode([str(t) for t in batch["text"]])
+        n = len(vec)
+        return {"pos": np.asarray(batch["pos"], dtype=np.int64), "vector": vec,
+                "dtype": np.full(n, str(self.encoder.dtype)), "dtype_reason": np.full(n, self.encoder.dtype_reason)}
 
 
 @dataclass
 class PoolStats:
-    actor_restarts: int = 0
-    batch_retries: int = 0
+    actor_restarts: int = 0  # new incarnations (Ray restarted an actor) that answered
+    batch_retries: int = 0  # calls that ran on an incarnation started after they were sent
     bisections: int = 0
     failed_payloads: int = 0
     start_seconds: float = 0.0
@@ -218,120 +223,133 @@ class PoolStats:
     errors: list[str] = field(default_factory=list)
 
 
-class ActorPool:
-    """A fixed number of actors; ``map_unordered`` survives actors dying mid-call.
+@dataclass
+class _Call:
+    payload: Any
+    slot: int
+    sent_at: float
+    alone: bool  # the only call on its actor: if it fails, it failed by itself
 
-    ``make_actor(slot)`` creates an actor; ``call(actor, payload)`` returns an
-    ObjectRef; ``split(payload)`` halves a payload (None when it cannot be split).
+
+class EnginePool:
+    """``map_unordered`` over actors that Ray restarts itself (``max_restarts``/``max_task_retries``).
+
+    ``actors``: created with those options and a ``ready()`` method; ``call(actor, payload)``
+    returns an ObjectRef; ``split(payload)`` halves a payload (None when it cannot be split).
+    Results that carry an ``incarnation`` (pid, start time) feed the restart/retry counters.
+
+    A call that still fails after Ray's retries may have failed because of a neighbour on the
+    same actor (a poison item kills every call queued with it), so it runs again alone; a call
+    that fails alone is bisected, each half alone, down to the item that fails by itself.
     """
 
-    def __init__(
-        self,
-        make_actor: Callable[[int], Any],
-        size: int,
-        call: Callable[[Any, Any], Any],
-        split: Callable[[Any], tuple[Any, Any] | None],
-        max_in_flight: int = 2,
-        max_retries: int = 2,
-        max_restarts: int = 3,
-    ):
-        self.make_actor, self.size, self.call, self.split = make_actor, size, call, split
-        self.max_in_flight, self.max_retries, self.max_restarts = max_in_flight, max_retries, max_restarts
-        self.actors: list[Any] = []
-        self.restarts = [0] * size
+    def __init__(self, actors: list[Any], call: Callable[[Any, Any], Any],
+                 split: Callable[[Any], tuple[Any, Any] | None], max_in_flight: int = 2):
+        self.actors, self.call, self.split, self.max_in_flight = list(actors), call, split, max_in_flight
+        self.live = [True] * len(self.actors)
+        self.lives: list[set[tuple[int, float]]] = [set() for _ in self.actors]
         self.stats = PoolStats()
 
     def start(self) -> None:
-        """Create the actors and wait until each has loaded its model."""
+        """Wait until each actor has loaded its model."""
         import ray
 
         t0 = time.perf_counter()
-        self.actors = [self.make_actor(s) for s in range(self.size)]
         self.stats.actors = ray.get([a.ready.remote() for a in self.actors])
+        for slot, info in enumerate(self.stats.actors):
+            self._seen(slot, info, sent_at=None)
         self.stats.start_seconds = time.perf_counter() - t0
 
     def close(self) -> None:
         import ray
 
         for a in self.actors:
-            if a is not None:
-                ray.kill(a)
-        self.actors = []
+            ray.kill(a)  # no_restart: the pool's actors end with it
+        self.actors, self.live = [], []
 
-    def _replace(self, slot: int, dead: Any) -> None:
-        import ray
-
-        if self.actors[slot] is not dead:  # already replaced after another failed call
+    def _seen(self, slot: int, result: Any, sent_at: float | None) -> None:
+        inc = result.get("incarnation") if isinstance(result, dict) else None
+        if not inc:
             return
-        self.restarts[slot] += 1
-        self.stats.actor_restarts += 1
-        try:
-            ray.kill(dead)
-        except Exception:  # already gone
-            pass
-        if self.restarts[slot] > self.max_restarts:
-            log.error("engine actor slot %d died %d times; retiring it", slot, self.restarts[slot])
-            self.actors[slot] = None
-            if all(a is None for a in self.actors):
-                raise RuntimeError("every engine actor died repeatedly; see the errors above")
-            return
-        log.warning("engine actor slot %d died; starting a new one (restart %d)", slot, self.restarts[slot])
-        self.actors[slot] = self.make_actor(slot)
+        key = (inc["pid"], inc["started_at"])
+        if self.lives[slot] and key not in self.lives[slot]:
+            self.stats.actor_restarts += 1
+            log.warning("engine actor %d was restarted by Ray (now pid %d)", slot, inc["pid"])
+        self.lives[slot].add(key)
+        if sent_at is not None and inc["started_at"] > sent_at:
+            self.stats.batch_retries += 1
 
     def map_unordered(self, payloads: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
-        """Yield (payload, result) as calls finish; result is None for a payload that kept failing."""
+        """Yield (payload, result) as calls finish; result is None for an item that kept failing.
+
+        A payload is taken from ``payloads`` only when an actor has room for it.
+        """
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
         source = iter(payloads)
-        queue: list[_Task] = []  # resubmissions first
-        running: dict[Any, _Task] = {}
-        load = [0] * self.size
+        retry: list[Any] = []  # payloads (or halves) to run alone on an idle actor, before new ones
+        running: dict[Any, _Call] = {}
+        probes: dict[Any, int] = {}  # ready() calls to actors whose call failed: alive again, or gone?
+        load = [0] * len(self.actors)
+        alone = [False] * len(self.actors)
         exhausted = False
         while True:
-            capacity = [s for s in range(self.size) if self.actors[s] is not None and load[s] < self.max_in_flight]
-            while capacity:
-                if not queue and not exhausted:
-                    nxt = next(source, None)
-                    if nxt is None:
-                        exhausted = True
-                    else:
-                        queue.append(_Task(nxt))
-                if not queue:
+            usable = [s for s in range(len(self.actors)) if self.live[s] and s not in probes.values()
+                      and not alone[s]]
+            while retry and (idle := [s for s in usable if load[s] == 0]):
+                slot, payload = idle[0], retry.pop(0)
+                running[self.call(self.actors[slot], payload)] = _Call(payload, slot, time.time(), True)
+                load[slot], alone[slot] = 1, True
+                usable.remove(slot)
+            while not retry and not exhausted and (free := [s for s in usable if load[s] < self.max_in_flight]):
+                nxt = next(source, None)
+                if nxt is None:
+                    exhausted = True
                     break
-                task = queue.pop(0)
-                slot = min(capacity, key=lambda s: load[s])
-                task.slot, task.actor = slot, self.actors[slot]
-                running[self.call(task.actor, task.payload)] = task
+                slot = min(free, key=lambda s: load[s])
+                running[self.call(self.actors[slot], nxt)] = _Call(nxt, slot, time.time(), False)
                 load[slot] += 1
-                capacity = [s for s in capacity if load[s] < self.max_in_flight]
-            if not running:
-                if exhausted and not queue:
+            if not running and not probes:
+                if exhausted and not retry:
                     return
-                if all(a is None for a in self.actors):
-                    raise RuntimeError("no engine actor left")
+                if not any(self.live):
+                    raise RuntimeError("every engine actor died and Ray could not restart it; see the errors above")
                 continue
-            done, _ = ray.wait(list(running), num_returns=1)
-            task = running.pop(done[0])
+            done = ray.wait([*running, *probes], num_returns=1)[0][0]
+            if done in probes:
+                slot = probes.pop(done)
+                try:
+                    self._seen(slot, ray.get(done), sent_at=None)
+                except (RayActorError, RayTaskError) as err:
+                    log.error("engine actor %d is gone (%s); continuing without it", slot, type(err).__name__)
+                    self.live[slot] = False
+                    if not any(self.live):
+                        raise RuntimeError("every engine actor died and Ray could not restart it; "
+                                           "see the errors above") from err
+                continue
+            task = running.pop(done)
             load[task.slot] -= 1
+            alone[task.slot] = False
             try:
-                result = ray.get(done[0])
+                result = ray.get(done)
             except (RayActorError, RayTaskError) as err:
+                # Ray already re-ran the call on a restarted actor max_task_retries times (or the
+                # call raised): run it alone, then split it, so a bad item costs only itself.
                 self.stats.errors.append(f"{type(err).__name__}: {str(err)[:300]}")
-                if isinstance(err, RayActorError) or "ActorDied" in str(err):
-                    self._replace(task.slot, task.actor)
-                task.tries += 1
-                if task.tries <= self.max_retries:
-                    self.stats.batch_retries += 1
-                    queue.insert(0, _Task(task.payload, task.tries))
+                if isinstance(err, RayActorError) and task.slot not in probes.values() and self.live[task.slot]:
+                    probes[self.actors[task.slot].ready.remote()] = task.slot
+                if not task.alone:
+                    retry.append(task.payload)
                     continue
                 halves = self.split(task.payload)
                 if halves is None:
                     self.stats.failed_payloads += 1
-                    log.error("giving up on a payload after %d tries: %s", task.tries, err)
+                    log.error("giving up on a payload: %s", err)
                     yield task.payload, None
-                    continue
-                self.stats.bisections += 1
-                queue[:0] = [_Task(halves[0]), _Task(halves[1])]
+                else:
+                    self.stats.bisections += 1
+                    retry[:0] = list(halves)
                 continue
+            self._seen(task.slot, result, task.sent_at)
             yield task.payload, result

@@ -1,7 +1,8 @@
 """Render the DeepSpeed config dict from the Hydra `train` group.
 
 One plain function, so the JSON a run used is reproducible from its config
-and testable without starting anything.
+and testable without starting anything. The values were checked when the config
+was loaded (`semacdr_dist.validate`, the enums of `train.config`).
 """
 
 from __future__ import annotations
@@ -10,31 +11,7 @@ import math
 from typing import Any
 
 from semacdr_dist.hardware import resolve_precision
-from semacdr_dist.train.config import TrainConfig
-
-SCHEDULES = ("cosine", "linear", "constant")
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def validate_train_config(cfg: TrainConfig) -> None:
-    """Reject values DeepSpeed would accept silently or fail on late, naming the field."""
-    if cfg.zero_stage not in (0, 1, 2, 3):
-        raise ValueError(f"train.zero_stage must be 0, 1, 2 or 3, got {cfg.zero_stage}")
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {cfg.precision!r}")
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
-    for name in ("num_workers", "epochs", "batch_size", "grad_accum", "valid_every", "eval_batch_size",
-                 "length_buckets"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("warmup", "patience", "shuffle_buffer", "max_failures", "valid_max_examples"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"train.{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.keep_best_k < 1:
-        raise ValueError(f"train.keep_best_k must be >= 1 (resume needs a checkpoint), got {cfg.keep_best_k}")
-    if cfg.lr <= 0:
-        raise ValueError(f"train.lr must be > 0, got {cfg.lr}")
+from semacdr_dist.train.config import Schedule, TrainConfig
 
 
 def total_optimizer_steps(cfg: TrainConfig, n_train: int, world_size: int) -> int:
@@ -49,7 +26,6 @@ def render_deepspeed_config(cfg: TrainConfig, world_size: int, total_steps: int)
     ``precision: auto`` is resolved here on the driver's machine; each worker resolves it
     again on its own (`loop._agreed_precision`) and overrides the ``bf16`` section.
     """
-    validate_train_config(cfg)
     precision, _ = resolve_precision(cfg.precision, cfg.use_gpu)
     warmup = min(cfg.warmup, max(total_steps - 1, 0))
     ds: dict[str, Any] = {
@@ -77,7 +53,7 @@ def render_deepspeed_config(cfg: TrainConfig, world_size: int, total_steps: int)
     if cfg.zero_stage == 3:
         # Small models: gather whole layers at once instead of many tiny all-gathers.
         ds["zero_optimization"].update({"stage3_param_persistence_threshold": 0, "overlap_comm": False})
-    if cfg.schedule == "cosine":
+    if cfg.schedule == Schedule.cosine:
         ds["scheduler"] = {
             "type": "WarmupCosineLR",
             "params": {
@@ -88,7 +64,7 @@ def render_deepspeed_config(cfg: TrainConfig, world_size: int, total_steps: int)
                 "warmup_type": "linear",
             },
         }
-    elif cfg.schedule == "linear":
+    elif cfg.schedule == Schedule.linear:
         ds["scheduler"] = {
             "type": "WarmupDecayLR",
             "params": {

@@ -55,13 +55,6 @@ def _worker_logging() -> None:
     pkg.setLevel(logging.INFO)
 
 
-def _import(path: str) -> Any:
-    module, _, name = path.partition(":")
-    import importlib
-
-    return getattr(importlib.import_module(module), name)
-
-
 class _LossModule(torch.nn.Module):
     """What DeepSpeed wraps: forward = `calculate_loss`, so ZeRO-3's forward hooks run."""
 
@@ -177,6 +170,23 @@ def _epoch_batches(shard, tcfg: TrainConfig, collate, seed: int):
             yield collate(batch)
 
 
+def _die_after_first_step(batches, run: RunDir, marker: str, facts: dict):
+    """Test hook (``train.fail_rank``): yield the first batch, then SIGKILL this worker when
+    the loop asks for the second, i.e. after one finished step. The marker file makes it fire
+    once per run, so the restarted worker group trains on. Wraps the batch iterator, so the
+    step loop itself carries no fault-injection check."""
+    it = iter(batches)
+    first = next(it, None)
+    if first is None:
+        return
+    yield first
+    if not run.exists(marker):
+        run.write_json(marker, {**facts, "pid": os.getpid()})
+        log.warning("fault injection: SIGKILL to own pid %d", os.getpid())
+        os.kill(os.getpid(), signal.SIGKILL)
+    yield from it
+
+
 def train_loop_per_worker(config: dict) -> None:
     import deepspeed
     import ray.train
@@ -195,7 +205,8 @@ def train_loop_per_worker(config: dict) -> None:
         torch.set_num_threads(max(1, int(tcfg.resources_per_worker.get("CPU", 1))))
 
     catalog, features = load_inputs(run, config["with_features"])
-    build_model = _import(config.get("build_model", "semacdr_dist.model:build_model"))
+    from semacdr_dist.model import build_model
+
     model = build_model(config["model"], catalog, features)
     del features  # the model holds its own (frozen) copy
     precision = _agreed_precision(tcfg)
@@ -242,7 +253,11 @@ def train_loop_per_worker(config: dict) -> None:
         t0 = time.perf_counter()
         loss_sum, rows, steps = 0.0, 0, 0
         next_progress = t0 + PROGRESS_EVERY_S
-        for batch in _epoch_batches(shard, tcfg, collate, config["seed"] + 1000 * epoch + rank):
+        batches = _epoch_batches(shard, tcfg, collate, config["seed"] + 1000 * epoch + rank)
+        if rank == tcfg.fail_rank and epoch == tcfg.fail_at_epoch:
+            batches = _die_after_first_step(batches, run, f"train/{run_name}/_fault_injected_rank{rank}.json",
+                                            {"epoch": epoch})
+        for batch in batches:
             loss, _ = engine(batch)
             engine.backward(loss)
             engine.step()
@@ -255,12 +270,6 @@ def train_loop_per_worker(config: dict) -> None:
                 log.info("%s epoch %d: %d steps, %d rows on rank 0, %.0f seq/s per rank, loss %.4f",
                          run_name, epoch, steps, rows, rows / (now - t0), loss_sum / max(rows, 1))
                 next_progress = now + PROGRESS_EVERY_S
-            if rank == tcfg.fail_rank and epoch == tcfg.fail_at_epoch and steps == 1:
-                marker = f"train/{run_name}/_fault_injected_rank{rank}.json"
-                if not run.exists(marker):
-                    run.write_json(marker, {"epoch": epoch, "pid": os.getpid()})
-                    log.warning("rank %d: fault injection: SIGKILL to own pid %d", rank, os.getpid())
-                    os.kill(os.getpid(), signal.SIGKILL)
         train_s = time.perf_counter() - t0
         totals = _all_reduce(torch.tensor([loss_sum, rows, train_s], dtype=torch.float64), device)
         # Peak and current RSS per rank, current split into anonymous (heap) and shared (Ray's

@@ -1,12 +1,15 @@
 """Exact full-corpus validation for small catalogs, in the worker's own process.
 
-The protocol is the evaluate stage's default (`evaluate/metrics.py`), so the
-number early stopping monitors is the number the report shows for `valid`:
-each sequence is ranked against every item of its target domain, its history
-items are removed from the candidates (a target it has already seen counts as
-a miss, as in evaluate), ties are broken by item id, and the 1-based rank
-(0 = miss) goes through `evaluate.metrics.metric_table`. Sums, not means, come
-back so that data-parallel ranks can all-reduce them.
+One ranking protocol for training and evaluation: the candidates of a sequence are
+its target domain's items minus its history, ordered by score, ties broken by the
+lower item id; the target's rank is its 1-based position in the top-K list (0 =
+absent, which includes a target already in the history). The evaluate stage gets its
+top-K list from sharded FAISS (`evaluate/sharded.py`), validation here from the full
+score matrix (:func:`full_sort_topk`); both turn the list into ranks with the one
+:func:`semacdr_dist.evaluate.metrics.target_ranks` and into metrics with the one
+`evaluate.metrics.metric_table`, so the number early stopping monitors is the number
+the report shows for `valid` (tests/evaluate/test_ranking_protocol.py checks both paths agree).
+Sums, not means, come back so that data-parallel ranks can all-reduce them.
 """
 
 from __future__ import annotations
@@ -16,32 +19,44 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import torch
 
-from semacdr_dist.evaluate.metrics import metric_table
+from semacdr_dist.evaluate.metrics import metric_table, target_ranks
 
 K = 10
 _NAMES, _TABLE = metric_table(K, [K])  # hr@10, ndcg@10, mrr@10; row r = values at rank r
 METRIC_NAMES = tuple(_NAMES)
 
 
-def target_ranks(scores: torch.Tensor, batch: Mapping[str, torch.Tensor], item_domain: torch.Tensor) -> torch.Tensor:
-    """1-based rank of each target among its target domain's items minus its history; 0 = excluded.
+def full_sort_topk(scores: torch.Tensor, batch: Mapping[str, torch.Tensor], item_domain: torch.Tensor,
+                   k: int = K) -> torch.Tensor:
+    """Per row, the ids of the top-``k`` candidates (score desc, then id asc); -1 = empty slot.
 
-    scores [B, N] over all items; item_domain int [N]; returns int64 [B].
+    scores [B, N] over all items; item_domain int [N]; ``batch`` holds target_domain [B] and
+    history [B, L] (padding -1). Candidates: the target domain's items minus the history.
     """
     device = scores.device
-    target = batch["target"].to(device)
     scores = scores.float()
-    n = scores.shape[1]
+    b, n = scores.shape
+    k = min(k, n)
     keep = item_domain.to(device)[None, :] == batch["target_domain"].to(device)[:, None]
     history = batch["history"].to(device)
-    seen = torch.zeros(len(target), n + 1, dtype=torch.bool, device=device)  # column n takes the padding
+    seen = torch.zeros(b, n + 1, dtype=torch.bool, device=device)  # column n takes the padding
     seen.scatter_(1, torch.where(history >= 0, history, n), True)
     keep &= ~seen[:, :n]
-    target_score = scores.gather(1, target[:, None])
-    ids = torch.arange(n, device=device)[None, :]
-    ahead = keep & ((scores > target_score) | ((scores == target_score) & (ids < target[:, None])))
-    rank = 1 + ahead.sum(dim=1)
-    return torch.where(seen.gather(1, target[:, None]).squeeze(1), 0, rank)
+    masked = scores.masked_fill(~keep, float("-inf"))
+    kth = masked.topk(k, dim=1).values[:, -1:]  # the k-th best candidate score of each row
+    above = keep & (masked > kth)
+    tied = keep & (masked == kth)
+    # Items tying the k-th score: the lowest ids fill the slots left above them.
+    chosen = above | (tied & (tied.cumsum(1) <= k - above.sum(1, keepdim=True)))
+    rows, cols = chosen.nonzero(as_tuple=True)  # row-major: ids ascending within a row
+    counts = chosen.sum(1)
+    pos = torch.arange(len(rows), device=device) - (counts.cumsum(0) - counts)[rows]
+    ids = torch.full((b, k), -1, dtype=torch.long, device=device)
+    top = torch.full((b, k), float("-inf"), device=device)
+    ids[rows, pos] = cols
+    top[rows, pos] = masked[rows, cols]
+    order = top.sort(dim=1, descending=True, stable=True).indices  # stable: ties keep id order
+    return ids.gather(1, order)
 
 
 def rank_metric_sums(ranks: torch.Tensor) -> torch.Tensor:
@@ -71,7 +86,8 @@ def score_batches(
     total = torch.zeros(len(METRIC_NAMES) + 1, dtype=torch.float64)
     weights = iter(weights) if weights is not None else None
     for batch in batches:
-        ranks = target_ranks(model.full_sort_predict(batch), batch, item_domain).cpu()
+        top = full_sort_topk(model.full_sort_predict(batch), batch, item_domain, K)
+        ranks = torch.from_numpy(target_ranks(top.cpu().numpy(), batch["target"].cpu().numpy()))
         if weights is None:
             total += rank_metric_sums(ranks)
         else:

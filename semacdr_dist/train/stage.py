@@ -1,4 +1,4 @@
-"""The train stage: `run_train(cfg, run, model_name)`.
+"""The train stage: `run_train(cfg, run)` with `cfg` a `TrainStageConfig` (model, train, seed, force).
 
 Gradient models train on Ray Train + DeepSpeed (`trainer.build_trainer`), the
 popularity baseline is counted in-process; both end with an export of the best
@@ -11,35 +11,28 @@ import logging
 import time
 from typing import Any
 
-from semacdr_dist.config import Config
 from semacdr_dist.manifest import finish_stage, owned_files, replacing, should_skip, verify_inputs
+from semacdr_dist.model.config import ModelConfig
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.train.checkpoint import load_params
-from semacdr_dist.train.config import TrainConfig
+from semacdr_dist.train.config import TrainConfig, TrainStageConfig
 from semacdr_dist.train.state import load_inputs, needs_features, read_metrics
 
 log = logging.getLogger(__name__)
 
 
-def model_config_for(cfg: Config, model_name: str):
-    """`cfg.model` when it is the model asked for, else `configs/model/<model_name>.yaml` composed."""
-    if cfg.model.name == model_name:
-        return cfg.model
-    from semacdr_dist.config import load_config
-
-    model_cfg = load_config([f"model={model_name}"]).model
-    # The sequence length is a data property: keep the caller's.
-    model_cfg.max_len = cfg.model.max_len
-    return model_cfg
-
-
-def run_train(cfg: Config, run: RunDir, model_name: str) -> dict[str, Any]:
-    """Train (or fit) `model_name` on the run's sequences and export the best model.
+def run_train(cfg: TrainStageConfig, run: RunDir, model_name: str | None = None) -> dict[str, Any]:
+    """Train (or fit) `cfg.model` on the run's sequences and export the best model.
 
     Skipped when `train/<model>/_SUCCESS.json` exists, unless `cfg.force`; with
     `cfg.force` the model's checkpoints and metrics are cleared first. A run
-    interrupted earlier resumes from its last checkpoint.
+    interrupted earlier resumes from its last checkpoint. `model_name`, if given,
+    must be `cfg.model.name` (a baseline comes with its own config: `pipeline.train_config`).
     """
+    if model_name is not None and model_name != cfg.model.name:
+        raise ValueError(f"run_train was asked for {model_name!r} with the config of {cfg.model.name!r}: "
+                         f"hand it the model's own config (semacdr_dist.pipeline.train_config)")
+    model_name = cfg.model.name
     stage = f"train/{model_name}"
     if should_skip(cfg, run, stage):  # raises if it was finished under another config
         log.info("train %s: already done (%s), skipping", model_name, run.uri_of(stage, "_SUCCESS.json"))
@@ -52,8 +45,8 @@ def run_train(cfg: Config, run: RunDir, model_name: str) -> dict[str, Any]:
         return _train(cfg, run, model_name, stage)
 
 
-def _train(cfg: Config, run: RunDir, model_name: str, stage: str) -> dict[str, Any]:
-    model_cfg = model_config_for(cfg, model_name)
+def _train(cfg: TrainStageConfig, run: RunDir, model_name: str, stage: str) -> dict[str, Any]:
+    model_cfg = cfg.model
     t0 = time.perf_counter()
     if model_cfg.name == "pop":
         summary = fit_popularity(run, model_cfg)
@@ -65,12 +58,11 @@ def _train(cfg: Config, run: RunDir, model_name: str, stage: str) -> dict[str, A
     return summary
 
 
-def fit_deepspeed(run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0,
-                  build_model: str | None = None) -> dict[str, Any]:
+def fit_deepspeed(run: RunDir, model_cfg: ModelConfig, tcfg: TrainConfig, seed: int = 0) -> dict[str, Any]:
     """Ray Train + DeepSpeed fit (resuming if checkpoints exist), then export of the best checkpoint."""
     from semacdr_dist.train.trainer import best_checkpoint, build_trainer
 
-    trainer = build_trainer(run, model_cfg, tcfg, seed=seed, build_model=build_model)
+    trainer = build_trainer(run, model_cfg, tcfg, seed=seed)
     try:
         result = trainer.fit()
     except Exception as err:  # Train V2 raises once max_failures is spent; rerunning the stage resumes
@@ -102,7 +94,7 @@ def convergence(records: list[dict[str, Any]], monitor: str) -> dict[str, Any]:
             "stopped_by": "patience" if stopped else "cap"}
 
 
-def export_from_checkpoint(run: RunDir, model_cfg: Any, checkpoint_dir: str) -> str:
+def export_from_checkpoint(run: RunDir, model_cfg: ModelConfig, checkpoint_dir: str) -> str:
     """Rebuild the model on the driver, load the checkpoint's fp32 parameters, export it."""
     from semacdr_dist.model import build_model
 
@@ -112,7 +104,7 @@ def export_from_checkpoint(run: RunDir, model_cfg: Any, checkpoint_dir: str) -> 
     return _export(run, model, model_cfg, catalog)
 
 
-def _export(run: RunDir, model, model_cfg: Any, catalog) -> str:
+def _export(run: RunDir, model, model_cfg: ModelConfig, catalog) -> str:
     """`save_export` into a local temporary directory, then each file into `export/<model>/`
     through the run directory (so a remote run dir works the same)."""
     import os
@@ -130,7 +122,7 @@ def _export(run: RunDir, model, model_cfg: Any, catalog) -> str:
     return run.uri_of("export", model_cfg.name)
 
 
-def fit_popularity(run: RunDir, model_cfg: Any, chunk_rows: int = 8192) -> dict[str, Any]:
+def fit_popularity(run: RunDir, model_cfg: ModelConfig, chunk_rows: int = 8192) -> dict[str, Any]:
     """Count train targets per item in-process (no DeepSpeed), validate exactly, export."""
     from semacdr_dist.data.batch import collate_rows
     from semacdr_dist.model import build_model

@@ -8,17 +8,18 @@ from typing import Any
 import numpy as np
 
 from semacdr_dist.data.catalog import Catalog, load_catalog
+from semacdr_dist.model.config import ModelConfig
 from semacdr_dist.rundir import RunDir
 
 
-def needs_features(model_cfg: Any) -> bool:
+def needs_features(model_cfg: ModelConfig) -> bool:
     """Whether the model's item tower reads the frozen views of features/ (semantics stage)."""
     from semacdr_dist.model import NEEDS_FEATURES
 
     return model_cfg.name in NEEDS_FEATURES
 
 
-def check_features(run: RunDir, model_cfg: Any) -> None:
+def check_features(run: RunDir, model_cfg: ModelConfig) -> None:
     """Fail before starting workers when a feature model has no features/ to read."""
     if needs_features(model_cfg) and not run.list_files("features"):
         raise FileNotFoundError(

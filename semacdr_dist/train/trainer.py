@@ -12,13 +12,10 @@ import logging
 import os
 from typing import Any
 
+from semacdr_dist.model.config import ModelConfig
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.train.config import TrainConfig
-from semacdr_dist.train.deepspeed_config import (
-    render_deepspeed_config,
-    total_optimizer_steps,
-    validate_train_config,
-)
+from semacdr_dist.train.deepspeed_config import render_deepspeed_config, total_optimizer_steps
 from semacdr_dist.train.loop import train_loop_per_worker
 from semacdr_dist.train.state import check_features, needs_features
 
@@ -45,17 +42,15 @@ def train_dataset(run: RunDir):
 
 
 def backend_of(tcfg: TrainConfig) -> str:
-    return tcfg.backend or ("nccl" if tcfg.use_gpu else "gloo")
+    return str(tcfg.backend) if tcfg.backend else ("nccl" if tcfg.use_gpu else "gloo")
 
 
 def loop_config(
-    run: RunDir, model_cfg: Any, tcfg: TrainConfig, n_train: int, seed: int, build_model: str | None = None,
-    name: str | None = None,
+    run: RunDir, model_cfg: ModelConfig, tcfg: TrainConfig, n_train: int, seed: int, name: str | None = None,
 ) -> dict[str, Any]:
     """Everything `train_loop_per_worker` reads, including the rendered DeepSpeed dict."""
-    validate_train_config(tcfg)
     steps = total_optimizer_steps(tcfg, n_train, tcfg.num_workers)
-    config = {
+    return {
         "run_uri": run.uri,
         "run_name": name or model_cfg.name,
         "model": model_cfg,
@@ -65,14 +60,11 @@ def loop_config(
         "seed": seed + tcfg.seed,
         "with_features": needs_features(model_cfg),
     }
-    if build_model:
-        config["build_model"] = build_model
-    return config
 
 
 def build_trainer(
-    run: RunDir, model_cfg: Any, tcfg: TrainConfig, seed: int = 0, build_model: str | None = None,
-    name: str | None = None, resume_from=None,
+    run: RunDir, model_cfg: ModelConfig, tcfg: TrainConfig, seed: int = 0, name: str | None = None,
+    resume_from=None,
 ):
     """A TorchTrainer for `model_cfg` on the run's train split (not started).
 
@@ -87,7 +79,7 @@ def build_trainer(
     dataset = train_dataset(run)
     n_train = dataset.count()
     name = name or model_cfg.name
-    config = loop_config(run, model_cfg, tcfg, n_train, seed, build_model, name)
+    config = loop_config(run, model_cfg, tcfg, n_train, seed, name)
     if resume_from is not None:  # Train V2: the loop loads it when the run has no checkpoint yet
         config["resume_from"] = resume_from if isinstance(resume_from, str) else resume_from.path
     run.write_json(f"train/{name}/deepspeed.json", config["deepspeed"])

@@ -12,6 +12,7 @@ from semacdr_dist.data.schemas import ITEMS, SEQUENCES
 from semacdr_dist.evaluate.config import EvalConfig
 from semacdr_dist.evaluate.metrics import rank_metrics, target_ranks
 from semacdr_dist.evaluate.stage import run_evaluate
+from semacdr_dist.pipeline import evaluate_config
 from semacdr_dist.rundir import RunDir
 
 DOMAINS = ["food", "kitchen"]
@@ -60,10 +61,9 @@ def test_run_evaluate_equals_full_sort_predict(ray_local, tmp_path):
     save_export(build_model(mcfg, catalog), mcfg, catalog, run.local_path("export", "sasrec"))
 
     cfg = load_config([f"run_dir={run.uri}"])
-    cfg.model = mcfg
     # one split keeps the test fast (each split is one Ray Data run); valid goes the same path
     cfg.evaluate = EvalConfig(num_shards=1, shard_num_cpus=0.5, bootstrap_samples=100, encoder_batch_size=32, splits=["test"])
-    result = run_evaluate(cfg, run, "sasrec")
+    result = run_evaluate(evaluate_config(cfg), run, "sasrec")
 
     model, _ = load_export(run.local_path("export", "sasrec"))
     for split in ("test",):
@@ -94,5 +94,5 @@ def test_run_evaluate_equals_full_sort_predict(ray_local, tmp_path):
         assert run.exists("eval", "sasrec", f), f
     assert result["settings"]["exclude_history"] is True and len(result["shards"]) == 1
     # finished: read back, not recomputed
-    again = run_evaluate(cfg, run, "sasrec")
+    again = run_evaluate(evaluate_config(cfg), run, "sasrec")
     assert again["metrics"] == pytest.approx(result["metrics"], nan_ok=True)

@@ -13,7 +13,7 @@ from semacdr_dist.data.prepare import run_prepare
 from semacdr_dist.data.schemas import DataValidationError
 from semacdr_dist.evaluate.stage import run_evaluate
 from semacdr_dist.manifest import MANIFEST, ConfigChanged, InputError, verify_inputs
-from semacdr_dist.pipeline import run_pipeline
+from semacdr_dist.pipeline import evaluate_config, run_pipeline, train_config
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.train.stage import run_train
 
@@ -39,7 +39,7 @@ def test_missing_test_shard_stops_evaluate_naming_it(ray_local, run_copy):
     gone.unlink()
     cfg = small_cfg(run_copy, "force=true")
     with pytest.raises(InputError, match=r"sequences/test/part-00003\.parquet: missing; the prepare stage wrote it"):
-        run_evaluate(cfg, RunDir(run_copy), "pop")
+        run_evaluate(evaluate_config(cfg), RunDir(run_copy), "pop")
     assert (run_copy / "eval" / "pop" / "metrics.json").exists()  # the previous evaluation stays
 
 
@@ -48,7 +48,7 @@ def test_truncated_train_shard_stops_train_before_force_deletes(ray_local, run_c
     shard.write_bytes(shard.read_bytes()[:-100])
     export_before = sorted(p.name for p in (run_copy / "export" / "pop").iterdir())
     with pytest.raises(InputError, match=r"sequences/train/part-00001\.parquet: \d+ bytes, the prepare stage wrote"):
-        run_train(small_cfg(run_copy, "force=true"), RunDir(run_copy), "pop")
+        run_train(train_config(small_cfg(run_copy, "force=true"), "pop"), RunDir(run_copy))
     assert sorted(p.name for p in (run_copy / "export" / "pop").iterdir()) == export_before
     assert (run_copy / "train" / "pop" / "_SUCCESS.json").exists()
 
@@ -57,7 +57,7 @@ def test_extra_shard_is_not_read_silently(ray_local, run_copy):
     src = run_copy / "sequences" / "test" / "part-00000.parquet"
     (run_copy / "sequences" / "test" / "part-00099.parquet").write_bytes(src.read_bytes())
     with pytest.raises(InputError, match=r"part-00099\.parquet: not written by the prepare stage"):
-        run_evaluate(small_cfg(run_copy, "force=true"), RunDir(run_copy), "pop")
+        run_evaluate(evaluate_config(small_cfg(run_copy, "force=true")), RunDir(run_copy), "pop")
 
 
 def test_failed_force_redo_restores_the_previous_outputs(ray_local, run_copy, tmp_path):

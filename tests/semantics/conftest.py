@@ -9,6 +9,7 @@ import pytest
 
 from semacdr_dist.config import load_config
 from semacdr_dist.data.schemas import ITEMS
+from semacdr_dist.pipeline import semantics_config
 from semacdr_dist.rundir import RunDir
 
 # (domain, title, categories, brand, description): real-looking products of two domains.
@@ -50,7 +51,8 @@ def write_items(run: RunDir, n: int = 20, shard_size: int = 10, offset: int = 0)
 
 
 def small_config(*overrides: str):
-    """The real composed config, shrunk for tests (small batches, shards of a few views)."""
+    """The semantics stage's part of the real composed config, shrunk for tests (small batches,
+    shards of a few views)."""
     base = [
         f"models_dir={os.environ['SEMACDR_MODELS_DIR']}",
         "llm.batch_size=10",
@@ -58,7 +60,7 @@ def small_config(*overrides: str):
         "llm.max_tokens=40",
         "encoder.items_per_call=8",
     ]
-    return load_config(base + list(overrides))
+    return semantics_config(load_config(base + list(overrides)))
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import numpy as np
 
 from semacdr_dist.semantics.config import EncoderConfig
 from semacdr_dist.semantics.engines import SentenceTransformerEncoder
+from semacdr_dist.semantics.features import encode_texts
 from semacdr_dist.semantics.models import MINILM, SMOLLM2, prepare_models, resolve_model
-from semacdr_dist.semantics.workers import EncodeWorker
 
 
 def test_prepare_models_is_idempotent_and_plain():
@@ -46,12 +46,8 @@ def test_encoder_shapes_and_determinism(ray_local):
     np.testing.assert_allclose(raw, a[:2], atol=1e-5)
     # related texts are closer than unrelated ones (the encoder is real)
     assert a[0] @ enc.encode(["heavy frying pan"])[0] > a[1] @ enc.encode(["heavy frying pan"])[0]
-    # the same vectors from the Ray actor used by the stage
-    actor = ray_local.remote(EncodeWorker).options(num_cpus=1).remote(path, cfg)
-    try:
-        np.testing.assert_allclose(ray_local.get(actor.encode.remote(texts)), a, atol=1e-5)
-    finally:
-        ray_local.kill(actor)
+    # the same vectors from the Ray Data map the stage encodes features/ with
+    np.testing.assert_allclose(encode_texts(texts, path, EncoderConfig(batch_size=4, items_per_call=2)), a, atol=1e-5)
 
 
 def test_vllm_pooling_encoder_matches_sentence_transformers():

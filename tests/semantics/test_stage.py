@@ -175,23 +175,36 @@ def test_generation_budget_stops_keeps_and_resumes(ray_local, tmp_path):
 
 
 def test_engine_actor_killed_midrun_loses_nothing(ray_local, tmp_path):
-    import ray
+    """kill -9 of an engine actor's process: Ray restarts the actor and re-runs its calls."""
+    import os
+    import signal
+
+    import psutil
 
     run = RunDir(tmp_path / "run")
     n = 12  # 6 batches of 2: the kill lands with batches done, running and queued
     write_items(run, n)
     cfg = small_config("llm.batch_size=2", "llm.shard_rows=4", "llm.max_retries=0")
-    killed: list[str] = []
+    killed: list[int] = []
+
+    def engine_pids() -> list[int]:
+        """Engine actor processes of this test's own Ray session (its workers descend from us)."""
+        pids = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if "ViewWorker" in " ".join(p.cmdline()):
+                    pids.append(p.pid)
+            except psutil.Error:
+                continue
+        return pids
 
     def killer():
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
             if run.list_files("views"):  # the engine is mid-run: some batches done, others queued
-                for name in ray.util.list_named_actors():
-                    if name.startswith("semacdr-llm-"):
-                        ray.kill(ray.get_actor(name))
-                        killed.append(name)
-                        break
+                for pid in engine_pids()[:1]:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
             time.sleep(0.2)
 
     th = threading.Thread(target=killer, daemon=True)

@@ -8,14 +8,16 @@ import pytest
 import torch
 
 from semacdr_dist.config import load_config
+from semacdr_dist.evaluate.metrics import target_ranks
 from semacdr_dist.hardware import cpu_info
 from semacdr_dist.train.config import TrainConfig
 from semacdr_dist.train.deepspeed_config import render_deepspeed_config, total_optimizer_steps
-from semacdr_dist.train.scoring import (
-    metrics_from_sums,
-    rank_metric_sums,
-    target_ranks,
-)
+from semacdr_dist.train.scoring import full_sort_topk, metrics_from_sums, rank_metric_sums
+
+
+def _ranks(scores, batch, item_domain) -> list[int]:
+    """Validation's ranks: top-K ids from the full scores, then the one target_ranks."""
+    return target_ranks(full_sort_topk(scores, batch, item_domain).numpy(), batch["target"].numpy()).tolist()
 
 
 def test_presets_compose_and_render():
@@ -61,12 +63,19 @@ def test_total_steps():
 
 @pytest.mark.parametrize(
     "field,value",
-    [("zero_stage", 4), ("precision", "fp16"), ("schedule", "step"), ("batch_size", 0), ("keep_best_k", 0)],
+    [("zero_stage", 4), ("precision", "fp16"), ("schedule", "step"), ("batch_size", 0), ("keep_best_k", 0),
+     ("lr", 0), ("length_buckets", 0), ("backend", "ncl")],
 )
-def test_bad_values_name_the_field(field, value):
-    cfg = TrainConfig(**{field: value})
+def test_bad_values_name_the_field_at_load(field, value):
+    """Refused when the config is loaded, before any stage runs (not when training starts)."""
+    with pytest.raises(Exception, match=f"train.{field}"):
+        load_config([f"train.{field}={value}"])
+
+
+@pytest.mark.parametrize("field,value", [("precision", "fp16"), ("schedule", "step"), ("backend", "ncl")])
+def test_bad_choices_name_the_field_when_built_in_python(field, value):
     with pytest.raises(ValueError, match=f"train.{field}"):
-        render_deepspeed_config(cfg, 2, 10)
+        TrainConfig(**{field: value})
 
 
 def test_unknown_key_fails_at_composition():
@@ -81,13 +90,15 @@ def test_rank_metrics_hand_computed():
                            [9.0, 9.0, 0.2, 9.0, 0.1]])  # target 4 (0.1): item 2 beats it in domain 1 -> rank 2
     no_history = torch.full((2, 3), -1)
     batch = {"target": torch.tensor([3, 4]), "target_domain": torch.tensor([0, 1]), "history": no_history}
-    assert target_ranks(scores, batch, item_domain).tolist() == [2, 2]
+    assert _ranks(scores, batch, item_domain) == [2, 2]
     # history items leave the candidates; a target already in the history is a miss (0)
     batch["history"] = torch.tensor([[-1, 1, 0], [-1, -1, 4]])
-    assert target_ranks(scores, batch, item_domain).tolist() == [1, 0]
+    assert _ranks(scores, batch, item_domain) == [1, 0]
     # ties are broken by item id, as in the evaluate stage
     tied = {"target": torch.tensor([1, 3]), "target_domain": torch.tensor([0, 0]), "history": torch.full((2, 1), -1)}
-    assert target_ranks(torch.zeros(2, 5), tied, item_domain).tolist() == [2, 3]
+    assert _ranks(torch.zeros(2, 5), tied, item_domain) == [2, 3]
+    # the top-K list itself: domain 0's items {0, 1, 3}, all tied, in id order; empty slots -1
+    assert full_sort_topk(torch.zeros(2, 5), tied, item_domain, k=4).tolist() == [[0, 1, 3, -1]] * 2
     m = metrics_from_sums(rank_metric_sums(torch.tensor([1, 2, 13, 0])))
     assert m["valid/hr@10"] == pytest.approx(2 / 4)
     assert m["valid/ndcg@10"] == pytest.approx((1.0 + 1 / math.log2(3)) / 4)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from semacdr_dist.config import Config
+from semacdr_dist.config import Config, model_configs
 from semacdr_dist.model.config import ModelConfig
+from semacdr_dist.pipeline import train_config
 from semacdr_dist.train.config import TrainConfig
-from semacdr_dist.train.stage import fit_deepspeed, model_config_for, run_train
+from semacdr_dist.train.stage import fit_deepspeed, run_train
 from semacdr_dist.train.state import read_metrics
 
 
@@ -16,7 +17,7 @@ def test_popularity_stage_exports_skips_and_forces(tmp_path, make_run):
 
     run = make_run(tmp_path)
     cfg = Config(run_dir=run.uri, model=ModelConfig(name="semacdr", max_len=12))
-    summary = run_train(cfg, run, "pop")  # cfg.model is semacdr: pop comes from configs/model/pop.yaml
+    summary = run_train(train_config(cfg, "pop"), run)  # cfg.model is semacdr: pop comes from configs/model/pop.yaml
     assert run.is_done("train/pop")
     m = summary["best_metrics"]
     assert 0 < m["valid/ndcg@10"] < 1 and m["valid/count"] == 240
@@ -25,15 +26,16 @@ def test_popularity_stage_exports_skips_and_forces(tmp_path, make_run):
     assert items.shape[0] == 120
     # done: skipped (the recorded summary comes back, nothing is recomputed)
     run.write_json("train/pop/_SUCCESS.json", {**summary, "marker": 1})
-    assert run_train(cfg, run, "pop")["marker"] == 1
-    forced = run_train(Config(run_dir=run.uri, force=True, model=cfg.model), run, "pop")
+    assert run_train(train_config(cfg, "pop"), run)["marker"] == 1
+    forced = run_train(train_config(Config(run_dir=run.uri, force=True, model=cfg.model), "pop"), run)
     assert "marker" not in forced and forced["best_metrics"] == pytest.approx(m)
 
 
-def test_model_config_for_other_models():
+def test_model_configs_of_baselines_come_from_their_presets():
     cfg = Config(model=ModelConfig(name="semacdr", max_len=17))
-    assert model_config_for(cfg, "semacdr") is cfg.model
-    sasrec = model_config_for(cfg, "sasrec")
+    assert model_configs(cfg, ["semacdr"])["semacdr"] is cfg.model
+    assert train_config(cfg, "semacdr").model is cfg.model
+    sasrec = model_configs(cfg, ["sasrec"])["sasrec"]
     assert sasrec.name == "sasrec" and sasrec.max_len == 17
 
 

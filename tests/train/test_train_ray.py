@@ -154,16 +154,16 @@ def test_zero2_stage_rerun_after_failure_resumes_and_beats_popularity(quiet_data
     """ZeRO-2 through `run_train`: rank 0 dies in epoch 1 with no retries left, so the stage
     fails; running the stage again resumes from the epoch-0 checkpoint (not from scratch),
     finishes, exports and beats popularity."""
-    from semacdr_dist.config import Config
+    from semacdr_dist.train.config import TrainStageConfig
     from semacdr_dist.train.stage import run_train
 
     run = make_run(tmp_path)
-    cfg = Config(run_dir=run.uri, model=semacdr_cfg(), train=train_cfg(zero_stage=2, fail_rank=0, fail_at_epoch=1))
+    cfg = TrainStageConfig(model=semacdr_cfg(), train=train_cfg(zero_stage=2, fail_rank=0, fail_at_epoch=1))
     with pytest.raises(RuntimeError, match="training semacdr failed"):
-        run_train(cfg, run, "semacdr")
+        run_train(cfg, run)
     assert not run.is_done("train/semacdr")
     assert [r["epoch"] for r in read_metrics(run, "semacdr")] == [0]
-    summary = run_train(cfg, run, "semacdr")
+    summary = run_train(cfg, run)
     records = read_metrics(run, "semacdr")
     assert [(r["epoch"], r["start_epoch"]) for r in records] == [(0, 0), (1, 1)]
     assert run.is_done("train/semacdr") and summary["epochs"] == 2
@@ -172,7 +172,7 @@ def test_zero2_stage_rerun_after_failure_resumes_and_beats_popularity(quiet_data
     assert sum("optim_states" in f for f in ds_files) == 2, ds_files
     assert os.path.exists(os.path.join(summary["export"], "item_vectors.safetensors"))
     # finished: a third call is a no-op that returns the recorded summary
-    assert run_train(cfg, run, "semacdr")["best_checkpoint"] == summary["best_checkpoint"]
+    assert run_train(cfg, run)["best_checkpoint"] == summary["best_checkpoint"]
 
 
 DRIVER = r"""
@@ -181,15 +181,14 @@ from semacdr_dist.runtime import engine_env
 engine_env()
 ray.init(address=sys.argv[1], logging_level="ERROR")
 ray.data.DataContext.get_current().enable_progress_bars = False
-from semacdr_dist.config import Config
 from semacdr_dist.model.config import ModelConfig
 from semacdr_dist.rundir import RunDir
-from semacdr_dist.train.config import TrainConfig
+from semacdr_dist.train.config import TrainConfig, TrainStageConfig
 from semacdr_dist.train.stage import run_train
 import json
 spec = json.loads(sys.argv[3])
-cfg = Config(run_dir=sys.argv[2], model=ModelConfig(**spec["model"]), train=TrainConfig(**spec["train"]))
-run_train(cfg, RunDir(sys.argv[2]), "semacdr")
+cfg = TrainStageConfig(model=ModelConfig(**spec["model"]), train=TrainConfig(**spec["train"]))
+run_train(cfg, RunDir(sys.argv[2]))
 """
 
 
@@ -205,7 +204,7 @@ def test_driver_killed_then_stage_rerun_resumes(quiet_data, tmp_path, make_run):
 
     import ray
 
-    from semacdr_dist.config import Config
+    from semacdr_dist.train.config import TrainStageConfig
     from semacdr_dist.train.stage import run_train
 
     run = make_run(tmp_path / "run")
@@ -232,7 +231,7 @@ def test_driver_killed_then_stage_rerun_resumes(quiet_data, tmp_path, make_run):
     killed_at = len(read_metrics(run, "semacdr"))
     assert killed_at < 4 and not run.is_done("train/semacdr")
     time.sleep(2)  # let Ray reap the dead driver's actors
-    run_train(Config(run_dir=run.uri, model=model, train=train), run, "semacdr")
+    run_train(TrainStageConfig(model=model, train=train), run)
     records = read_metrics(run, "semacdr")
     assert [r["epoch"] for r in records] == [0, 1, 2, 3]
     assert records[-1]["start_epoch"] >= 1  # resumed, not restarted

@@ -61,10 +61,6 @@ def rejected_rows(file: str, rows: Iterable[int], rules: Iterable[str], records:
     )
 
 
-def empty_rejected() -> pa.Table:
-    return REJECTED.empty_table()
-
-
 def split_by_mask(table: pa.Table, bad: np.ndarray, file: str, rows: np.ndarray, rule: str | list[str]):
     """(good rows, REJECTED rows) of `table` where `bad` is a boolean mask."""
     if not bad.any():
