@@ -557,10 +557,7 @@ def main() -> int:
     t0 = time.perf_counter()
     base_cfg = locked_config([*common, "model=semacdr", f"run_dir={base_dir}"])
     base = RunDir(base_cfg.run_dir)
-    from semacdr_dist.data.prepare import run_prepare
-    from semacdr_dist.evaluate.stage import run_evaluate
-    from semacdr_dist.semantics.stage import run_semantics
-    from semacdr_dist.train.stage import run_train
+    from semacdr_dist.pipeline import run_stage  # each stage gets its own part of the config
 
     per_variant: dict[str, list[dict[str, float]]] = {v: [] for v in args.variants}
     train_seconds: dict[str, list[float]] = {v: [] for v in args.variants}
@@ -582,8 +579,8 @@ def main() -> int:
                 cfg = locked_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
                 run = RunDir(cfg.run_dir)
                 link_inputs(base, run_dir)
-                run_train(cfg, run, cfg.model.name)
-                run_evaluate(cfg, run, cfg.model.name)
+                run_stage(cfg, run, "train", cfg.model.name)
+                run_stage(cfg, run, "evaluate", cfg.model.name)
                 extra = extra_metrics(run, cfg.model.name, domains, cfg.model.max_len, cfg.evaluate.seed,
                                       cfg.evaluate.cold_start_threshold)
                 save_record(run, cfg.model.name, path, evaluated=True, extra=extra)
@@ -648,7 +645,7 @@ def main() -> int:
                 cfg = locked_config([*common, *VARIANTS[variant], *TUNING[variant][tag], f"seed={seed}",
                                    f"run_dir={run_dir}"])
                 link_inputs(base, run_dir)
-                run_train(cfg, RunDir(cfg.run_dir), cfg.model.name)
+                run_stage(cfg, RunDir(cfg.run_dir), "train", cfg.model.name)
                 save_record(RunDir(cfg.run_dir), cfg.model.name, tuning_record_path(variant, tag), evaluated=False)
 
             # Interleaved (the i-th setting of every model before the next), so a cut-short search
@@ -687,9 +684,9 @@ def main() -> int:
         domains = run_all(finished_only=True)  # reads files only: no Ray session, nothing trained
     else:
         with ray_session(base_cfg.ray):
-            run_prepare(base_cfg, base)
+            run_stage(base_cfg, base, "prepare")
             try:
-                run_semantics(base_cfg, base)
+                run_stage(base_cfg, base, "semantics")
             except StageIncomplete as stop:
                 manifest = update_cache_manifest(cache, base, base_cfg)
                 print(f"{stop}\ncache: {cache} {json.dumps(manifest['views'])}", flush=True)
