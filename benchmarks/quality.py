@@ -99,6 +99,10 @@ NOTES = {
         "sampled999: the target ranked against 999 target-domain items the user never touched "
         "(uniform, seeded); ABXI's published figures use C2DSR's copy of Food-Kitchen, whose split was "
         "not checked against this release, so they are context, not a like-for-like comparison.",
+        "Sitting of 2026-12-06 (evening): the unfinished seed-0 runs ran at load average 40-60 beside other "
+        "jobs (200 and 140 seq/s instead of ~1,500 on a free core), so their min/epoch says nothing about the "
+        "protocol's cost. Train workers now run with a fixed glibc mmap threshold: SemaCDR's worker RSS was "
+        "901 MiB after epoch 0 and 934 MiB after epoch 1, where it grew ~1 GB per epoch before.",
     ],
 }
 
@@ -509,8 +513,9 @@ def markdown(result: dict) -> str:
                       ">= 1.0 per domain and on cold-start users (full target-domain ranking):", ""]
             lines += [f"- {v}" for v in verdicts]
     if result.get("unfinished"):
-        lines += ["", "Runs started but not finished (not in the table; a rerun resumes them from their last "
-                  "checkpoint), with their best valid score so far:", "",
+        lines += ["", "Runs started but not finished (not in the table; a rerun in the same run directory "
+                  "resumes them from their last checkpoint, but run directories are scratch and not committed: "
+                  "a run must finish within one sitting), with their best valid score so far:", "",
                   "| variant | seed | epochs done | best valid ndcg@10 (epoch) | valid hr@10 | valid ndcg@10 by epoch "
                   "| min / epoch |", "|---|---:|---:|---:|---:|---|---:|"]
         lines += [f"| {u['variant']} | {u['seed']} | {u['epochs_run']} | {u['valid/ndcg@10']:.4f} ({u['best_epoch']}) "
