@@ -156,17 +156,15 @@ def _remap_ids(batch: pa.Table, new_of_old) -> pa.Table:
     return batch.set_column(idx, "item_id", pa.array(new_of_old[batch.column("item_id").to_numpy()], pa.int64()))
 
 
-def _count_ids(batch: pa.Table, key: str) -> pa.Table:
-    return batch.group_by(key).aggregate([(key, "count")]).rename_columns([key, "n"])
+def _below(batch: pa.Table, key: str, k: int) -> pa.Table:
+    return batch.filter(pc.less(batch.column("count()"), k)).select([key])
 
 
 def _ids_below(ds, key: str, k: int) -> np.ndarray:
-    """Ids whose row count is < k: per-block counts (no shuffle), summed in the driver."""
-    parts = [b for b in ds.map_batches(_count_ids, batch_format="pyarrow", fn_kwargs={"key": key}).iter_batches(batch_format="pyarrow", batch_size=None)]
-    if not parts:
-        return np.zeros(0, dtype=np.int64)
-    total = pa.concat_tables(parts).group_by(key).aggregate([("n", "sum")])
-    return total.filter(pc.less(total.column("n_sum"), k)).column(key).to_numpy()
+    """Ids whose row count is < k: counted by a Ray Data groupby; only those ids reach the driver."""
+    low = ds.select_columns([key]).groupby(key).count().map_batches(_below, batch_format="pyarrow", fn_kwargs={"key": key, "k": k})
+    parts = [b[key] for b in low.iter_batches(batch_format="numpy", batch_size=None)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
 def k_core(ds, k: int, max_rounds: int = 100):
