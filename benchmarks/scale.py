@@ -286,6 +286,7 @@ def phase_evaluate_baseline(root: Path, args) -> dict:
 
     faiss.omp_set_num_threads(2)
     q, _ = _queries(root)
+    q = q[: args.baseline_queries or len(q)]  # its cost is linear in queries: queries/s compare as is
     src = np.load(root / "vectors" / "items.npy", mmap_mode="r")
     t0 = time.perf_counter()
     index = faiss.IndexFlatIP(src.shape[1])
@@ -294,10 +295,11 @@ def phase_evaluate_baseline(root: Path, args) -> dict:
     t1 = time.perf_counter()
     _, ids = index.search(q, args.k)
     t2 = time.perf_counter()
-    out = {"build_s": round(t1 - t0, 2), "search_s": round(t2 - t1, 2), "queries_per_s": round(len(q) / (t2 - t1), 1), "threads": 2}
+    out = {"build_s": round(t1 - t0, 2), "search_s": round(t2 - t1, 2), "queries_per_s": round(len(q) / (t2 - t1), 1), "threads": 2,
+           "queries": len(q)}
     sharded = root / "vectors" / "sharded_top.npy"
     if sharded.exists():
-        other = np.load(sharded)
+        other = np.load(sharded)[: len(q)]
         out["sharded_rows_identical"] = float((other == ids).all(1).mean())
         out["sharded_ids_overlap"] = float(np.mean([len(np.intersect1d(a, b)) / args.k for a, b in zip(ids, other, strict=True)]))
     return out
@@ -397,7 +399,11 @@ class Monitor:
             self.min_available = min(self.min_available, psutil.virtual_memory().available)
             if pss > self.cap and not self.capped:
                 self.capped = True
-                os.killpg(self.pid, signal.SIGKILL)  # the phase's own process group (start_new_session)
+                for p in procs:  # the phase and its descendants (Ray workers have their own groups)
+                    try:
+                        p.send_signal(signal.SIGKILL)
+                    except psutil.Error:
+                        pass
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Monitor:
@@ -425,7 +431,7 @@ def run_phase(name: str, root: Path, args, code: str | None) -> dict:
     with Monitor(proc.pid, args.cap_gib * 2**30) as mon:
         rc = proc.wait()
     wall = time.perf_counter() - t0
-    rec = {"phase": name, "wall_s": round(wall, 2), "exit": rc, **mon.record()}
+    rec = {"phase": name, "wall_s": round(wall, 2), "exit": rc, **mon.record(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
     if mon.capped:
         rec["stopped"] = f"tree PSS passed the {args.cap_gib} GiB cap after {wall:.0f} s"
     if out.exists():
@@ -608,6 +614,7 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=10_000)
     ap.add_argument("--k", type=int, default=50)
     ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--baseline-queries", type=int, default=0, help="queries of the single-index search (0 = all)")
     ap.add_argument("--ivf-nlist", type=int, default=1024)
     ap.add_argument("--ivf-nprobe", type=int, default=16)
     ap.add_argument("--object-store-gib", type=float, default=2.0)
