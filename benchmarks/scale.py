@@ -57,6 +57,7 @@ MEAN_EVENTS = 10  # interactions per user (>= 3, so every user has valid and tes
 DUP_SHARE = 0.001  # repeated (user, item, timestamp) rows: the dedupe must find them
 N_CLUSTERS = 256  # item vectors cluster like real embeddings (IVF needs structure to be useful)
 GEN_CHUNK = 1_000_000
+PART = "part"  # label of a run that measures some phases of a size beside the main run
 FLAT_BUDGET = 10**10  # items x queries of one exact search (1M items x 10k queries)
 PHASES = ("generate", "prepare", "prepare_baseline", "evaluate", "evaluate_baseline", "train_data")
 
@@ -460,18 +461,36 @@ def _run_phase_once(name: str, root: Path, args, code: str | None) -> dict:
 
 def phase_main(args) -> None:
     root = Path(args.root)
+    done = root / f"{args.phase}.result.{PART}.json"
+    if not args.label and done.exists():  # measured by a concurrent `--label part` run: not twice
+        (root / f"{args.phase}.result.json").write_text(json.dumps({**json.loads(done.read_text()), "measured_in": PART}))
+        return
     n = SIZES[root.name] if root.name in SIZES else int(root.name)
     fn = {"generate": lambda r, a: generate(r, n, a.dim, a.queries), "prepare": phase_prepare,
           "prepare_baseline": phase_prepare_baseline, "evaluate": phase_evaluate,
           "evaluate_baseline": phase_evaluate_baseline, "train_data": phase_train_data}[args.phase]
     res = fn(root, args)
     (root / f"{args.phase}.result.json").write_text(json.dumps(res))
+    if args.label == PART:
+        (root / f"{args.phase}.result.{PART}.json").write_text(json.dumps(res))
 
 
 # ----------------------------------------------------------------------------- report
 def _load() -> dict:
     path = RESULTS / "scale.json"
     return json.loads(path.read_text()) if path.exists() else {"benchmark": "scale", "sizes": {}}
+
+
+def _merged(data: dict) -> dict:
+    """Sizes with the phases of their `<size>-part` run folded in (those measured the phase)."""
+    sizes = {k: json.loads(json.dumps(v)) for k, v in data["sizes"].items() if not k.endswith(f"-{PART}")}
+    for k, v in data["sizes"].items():
+        if k.endswith(f"-{PART}"):
+            base = sizes.setdefault(k[: -len(PART) - 1], {"items": v["items"], "phases": {}})
+            for name, ph in v["phases"].items():
+                if name != "generate":
+                    base["phases"][name] = {**ph, "run": "concurrent"}
+    return {**data, "sizes": sizes}
 
 
 def _slope(xs: list[float], ys: list[float]) -> float | None:
@@ -556,9 +575,10 @@ def write_report(data: dict) -> None:
     from run_all import stamp_machine  # benchmarks/ is on sys.path when run as a script
 
     RESULTS.mkdir(exist_ok=True)
-    series = _series(data)
+    series = _series(_merged(data))
     data["growth_exponents"] = {k: _slope([x for x, _ in v], [y for _, y in v]) for k, v in series.items()}
     (RESULTS / "scale.json").write_text(json.dumps(data, indent=2))
+    data = _merged(data)
     lines = ["# scale: synthetic catalogs through prepare and sharded evaluate, each beside a single-process baseline", "",
              f"~{MEAN_EVENTS} interactions per item, {len(DOMAINS)} domains, {DUP_SHARE:.1%} repeated rows; "
              "64-d clustered item vectors, 10k queries, exact top-50 over all items. "
