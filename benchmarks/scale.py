@@ -663,11 +663,24 @@ def main() -> None:
     ap.add_argument("--force", action="store_true", help="redo sizes already in scale.json")
     ap.add_argument("--keep-data", action="store_true")
     ap.add_argument("--phase", help=argparse.SUPPRESS)
+    ap.add_argument("--from-log", default=None, help="record the '== <size> <phase>: {...}' lines of a run's log (one cut short)")
     args = ap.parse_args()
     if args.phase:
         phase_main(args)
         return
     data = _load()
+    if args.from_log:
+        for line in Path(args.from_log).read_text().splitlines():
+            if line.startswith("== ") and ": {" in line:
+                head, body = line[3:].split(": ", 1)
+                size, name = head.split()
+                key = f"{size}-{args.label}" if args.label else size
+                rec = data["sizes"].setdefault(key, {"items": SIZES.get(size.split("-")[0]) or int(size), "phases": {}})
+                rec["phases"][name] = {**json.loads(body), "from_log": args.from_log}
+                if name == "generate":
+                    rec["interactions"] = rec["phases"][name].get("interactions")
+        write_report(data)
+        return
     for size in args.sizes:
         key = f"{size}-{args.label}" if args.label else size
         if key in data["sizes"] and not args.force:
