@@ -490,6 +490,11 @@ def _merged(data: dict) -> dict:
             for name, ph in v["phases"].items():
                 if name != "generate":
                     base["phases"][name] = {**ph, "run": "concurrent"}
+    for k, v in sizes.items():  # generated once by a `--label gen` run, reused by the others
+        gen = data["sizes"].get(f"{k}-gen", {}).get("phases", {}).get("generate")
+        if gen and "generate" not in v["phases"]:
+            v["phases"]["generate"] = gen
+            v["interactions"] = gen.get("interactions")
     return {**data, "sizes": sizes}
 
 
