@@ -319,13 +319,20 @@ def _train_worker(config: dict) -> None:
     from semacdr_dist.data.batch import SequenceCollate
 
     proc = psutil.Process()
-    peak = [proc.memory_info().rss]
+    peak = [proc.memory_info().rss, 0, 0]  # RSS, USS (private), shared object-store pages
     stop = threading.Event()
+
+    def shmem() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1]) * 1024
+        return 0
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            stop.wait(0.2)
+            m = proc.memory_full_info()
+            peak[0], peak[1], peak[2] = max(peak[0], m.rss), max(peak[1], m.uss), max(peak[2], shmem())
+            stop.wait(0.5)
 
     threading.Thread(target=sample, daemon=True).start()
     rank = ray.train.get_context().get_world_rank()
@@ -338,7 +345,8 @@ def _train_worker(config: dict) -> None:
     stop.set()
     Path(config["out"], f"worker-{rank}.json").write_text(json.dumps({
         "rank": rank, "rows": rows, "seconds": round(time.perf_counter() - t0, 2), "rss_start_gib": round(rss0 / 2**30, 3),
-        "peak_rss_gib": round(peak[0] / 2**30, 3), "pid": os.getpid()}))
+        "peak_rss_gib": round(peak[0] / 2**30, 3), "peak_uss_gib": round(peak[1] / 2**30, 3),
+        "peak_object_store_pages_gib": round(peak[2] / 2**30, 3), "pid": os.getpid()}))
 
 
 def phase_train_data(root: Path, args) -> dict:
@@ -629,13 +637,14 @@ def write_report(data: dict) -> None:
     tr = [(k, r["phases"]["train_data"]) for k, r in order if "train_data" in r.get("phases", {})]
     if tr:
         lines += ["", "## train data: the train split streamed through Ray Data into 2 Ray Train workers", "",
-                  "| size | train rows | split uncompressed GiB | rows streamed | wall s | driver peak GiB | per-worker peak RSS GiB (start) | tree PSS GiB |",
+                  "| size | train rows | split uncompressed GiB | rows streamed | wall s | driver peak GiB | per-worker peak RSS GiB (start; private USS, object-store pages) | tree PSS GiB |",
                   "|---|---:|---:|---:|---:|---:|---|---:|"]
         for key, t in tr:
             if "workers" not in t:
                 lines.append(f"| {key} | | | | {t['wall_s']} | {t['driver_peak_rss_gib']} | exit {t.get('exit')} | {t['tree_peak_pss_gib']} |")
                 continue
-            ws = ", ".join(f"{w['peak_rss_gib']} ({w['rss_start_gib']})" for w in t["workers"])
+            ws = ", ".join(f"{w['peak_rss_gib']} ({w['rss_start_gib']}; private {w.get('peak_uss_gib', '?')}, "
+                           f"object store {w.get('peak_object_store_pages_gib', '?')})" for w in t["workers"])
             lines.append(f"| {key} | {t['train_rows']:,} | {t['train_split_uncompressed_gib']} | {t['rows_streamed']:,} | {t['seconds']} | "
                          f"{t['driver_peak_rss_gib']} | {ws} | {t['tree_peak_pss_gib']} |")
     lines += ["", "## growth", "", "Exponent a in value ~ items^a between the smallest and the largest size measured "
