@@ -258,7 +258,7 @@ def phase_evaluate(root: Path, args) -> dict:
     n_flat = args.flat_queries if args.flat_queries > 0 else min(len(q), max(1000, FLAT_BUDGET // len(item_domain)))
     runs, exact_ids = [], None
     with _ray(root, 1.0):
-        plan = [("flat", s) for s in args.shards] + [("ivf", max(args.shards))]
+        plan = [("flat", s) for s in args.shards] + ([("ivf", max(args.shards))] if args.ivf_nlist > 0 else [])
         for index_type, shards in plan:
             cfg = EvalConfig(num_shards=shards, shard_num_cpus=max(0.5, 2 / shards), index_type=index_type,
                              ivf_nlist=args.ivf_nlist, ivf_nprobe=args.ivf_nprobe, candidates="all",
@@ -668,7 +668,7 @@ def main() -> None:
     ap.add_argument("--shards", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--flat-queries", type=int, default=0, help="queries of the exact sharded searches (0 = all up to FLAT_BUDGET)")
     ap.add_argument("--baseline-queries", type=int, default=0, help="queries of the single-index search (0 = all)")
-    ap.add_argument("--ivf-nlist", type=int, default=1024)
+    ap.add_argument("--ivf-nlist", type=int, default=1024, help="0 = no IVF run")
     ap.add_argument("--ivf-nprobe", type=int, default=16)
     ap.add_argument("--object-store-gib", type=float, default=2.0)
     ap.add_argument("--cap-gib", type=float, default=16.0, help="stop a phase whose process tree PSS passes this")
