@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -37,7 +38,7 @@ from semacdr_dist.data.config import SyntheticConfig
 from semacdr_dist.data.prepare import run_prepare
 from semacdr_dist.data.schemas import INTERACTIONS, ITEMS, SEQUENCES
 from semacdr_dist.data.sequences import build_examples, split_duplicates
-from semacdr_dist.data.staging import Rejects, dense_items, map_ids, stage
+from semacdr_dist.data.staging import Rejects, dense_index, dense_item_rows, map_ids, stage
 from semacdr_dist.data.synthetic import iter_interactions, iter_items
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.runtime import RayConfig, ray_session
@@ -64,7 +65,11 @@ def single_process(cfg, out: Path) -> dict:
     run = RunDir(out)
     rejects = Rejects(run, "error")
     staged = stage(cfg.data, cfg.seed, run, rejects)
-    items, index = dense_items(staged.items, staged.domains)
+    index = dense_index(staged.items)
+    items = pa.concat_tables([
+        dense_item_rows(run.read_table("_staging", "items", name), index, staged.items.dropped.get(k), 1 << 62)
+        for k, name in enumerate(staged.items.shards)
+    ]).sort_by("item_id").select(ITEMS.names)
     inter = pq.read_table(run.path("_staging", "interactions"))
     flagged = map_ids(inter, index, staged.domains, 1)
     assert flagged.column("_bad").null_count == flagged.num_rows

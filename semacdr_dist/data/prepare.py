@@ -2,12 +2,16 @@
 `rejected/` and `stats.json` in the run directory.
 
 1. *Stage* (driver, :mod:`staging`): the reader's chunks stream through, are
-   checked row by row and land as parquet shards under `_staging/`; items get
-   dense global ids, domain-major in `domains` order.
+   checked row by row and land as parquet shards under `_staging/`; the driver
+   keeps only item ids and domains (17 B/item) and numbers items densely,
+   domain-major in `domains` order.
 2. *Map* (Ray Data over the staged shards): dense item ids, domain index, user
    hash partition; rows naming an unknown item are flagged.
 3. *Optional k-core* (Ray Data aggregates).
-4. *Per-user pass* (one ``groupby(partition).map_groups``): every partition
+4. *Items* (Ray Data over the staged item shards): renumbered and written as
+   `items/part-P` (``data.chunk_rows`` consecutive dense ids each) by one
+   ``groupby(part).map_groups`` pass.
+5. *Per-user pass* (one ``groupby(partition).map_groups``): every partition
    holds all rows of its users; it drops repeated (user, item, timestamp) rows,
    builds train/valid/test examples with the vectorised kernels of
    :mod:`sequences` and writes its own `interactions/part-P` and
@@ -33,7 +37,14 @@ import pyarrow.parquet as pq
 
 from semacdr_dist.data.config import DataConfig
 from semacdr_dist.data.readers.base import ROW_COL, RULE_DUPLICATE
-from semacdr_dist.data.schemas import INTERACTIONS, REJECTED, SEQUENCES, SPLITS, DataValidationError
+from semacdr_dist.data.schemas import (
+    INTERACTIONS,
+    ITEMS,
+    REJECTED,
+    SEQUENCES,
+    SPLITS,
+    DataValidationError,
+)
 from semacdr_dist.data.sequences import (
     SRC_COL,
     build_examples,
@@ -44,11 +55,14 @@ from semacdr_dist.data.sequences import (
 )
 from semacdr_dist.data.staging import (
     BAD_COL,
+    ITEM_PART_COL,
     PART_COL,
     ItemIndex,
     Rejects,
+    StagedItems,
     build_stats,
-    dense_items,
+    dense_index,
+    dense_item_rows,
     domain_file,
     map_ids,
     resolve,
@@ -66,6 +80,10 @@ OUTPUTS = ("items", "interactions", "sequences", "rejected", "_staging", "stats.
 OWNED = re.compile(r"(part-\d{5}|part-shipped|[a-z_]+-\d{5}(-[0-9a-f_-]+)?)\.parquet(\.tmp-\w+)?"
                    r"|stats\.json(\.tmp-\w+)?|_SUCCESS\.json|_MANIFEST\.json")
 STATS_FILE = "__stats__"  # marks the statistics row among a partition's returned rows
+# Interactions per user partition of the per-user pass. A sort shuffle makes
+# (input blocks x partitions) objects: 1M rows keeps that ~10k at 100M interactions
+# while one partition (~60 MB of rows + its examples) still fits any worker.
+ROWS_PER_PARTITION = 1_000_000
 
 
 def process_partition(
@@ -138,17 +156,15 @@ def _remap_ids(batch: pa.Table, new_of_old) -> pa.Table:
     return batch.set_column(idx, "item_id", pa.array(new_of_old[batch.column("item_id").to_numpy()], pa.int64()))
 
 
-def _count_ids(batch: pa.Table, key: str) -> pa.Table:
-    return batch.group_by(key).aggregate([(key, "count")]).rename_columns([key, "n"])
+def _below(batch: pa.Table, key: str, k: int) -> pa.Table:
+    return batch.filter(pc.less(batch.column("count()"), k)).select([key])
 
 
 def _ids_below(ds, key: str, k: int) -> np.ndarray:
-    """Ids whose row count is < k: per-block counts (no shuffle), summed in the driver."""
-    parts = [b for b in ds.map_batches(_count_ids, batch_format="pyarrow", fn_kwargs={"key": key}).iter_batches(batch_format="pyarrow", batch_size=None)]
-    if not parts:
-        return np.zeros(0, dtype=np.int64)
-    total = pa.concat_tables(parts).group_by(key).aggregate([("n", "sum")])
-    return total.filter(pc.less(total.column("n_sum"), k)).column(key).to_numpy()
+    """Ids whose row count is < k: counted by a Ray Data groupby; only those ids reach the driver."""
+    low = ds.select_columns([key]).groupby(key).count().map_batches(_below, batch_format="pyarrow", fn_kwargs={"key": key, "k": k})
+    parts = [b[key] for b in low.iter_batches(batch_format="numpy", batch_size=None)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
 def k_core(ds, k: int, max_rounds: int = 100):
@@ -204,6 +220,49 @@ def shuffle_strategy(name: str) -> Iterator[None]:
         ctx.shuffle_strategy = before
 
 
+def _dense_items(batch: pa.Table, run_uri: str, index, dropped: dict[int, np.ndarray], part_rows: int) -> pa.Table:
+    """Staged item shards (rows of `shard`, `name`) → ITEMS rows with dense ids and output part."""
+    run, index = RunDir(run_uri), resolve(index)
+    return pa.concat_tables([
+        dense_item_rows(run.read_table("_staging", "items", name), index, dropped.get(k), part_rows)
+        for k, name in zip(batch.column("shard").to_pylist(), batch.column("name").to_pylist(), strict=True)
+    ])
+
+
+def _write_item_part(group: pa.Table, run_uri: str) -> pa.Table:
+    part = int(group.column(ITEM_PART_COL)[0].as_py())
+    rows = group.sort_by("item_id").select(ITEMS.names).cast(ITEMS)
+    RunDir(run_uri).write_table(f"items/part-{part:05d}.parquet", rows)
+    return pa.table({"part": [part], "rows": [rows.num_rows]})
+
+
+def write_items(items: StagedItems, index: ItemIndex, run: RunDir, part_rows: int) -> int:
+    """`items/part-P.parquet`: dense ids [P * part_rows, (P+1) * part_rows), sorted; returns #rows.
+
+    Ray tasks read the staged shards and one groupby(part) pass writes each part: no item
+    text passes through the driver.
+    """
+    import ray
+
+    n_items = int((index.dense_of_sorted >= 0).sum())
+    if n_items == 0 or not items.shards:
+        run.write_table("items/part-00000.parquet", ITEMS.empty_table())
+        return 0
+    shards = [{"shard": k, "name": name} for k, name in enumerate(items.shards)]
+    n_parts = -(-n_items // part_rows)
+    written = (
+        ray.data.from_items(shards, override_num_blocks=len(shards))
+        .map_batches(_dense_items, batch_format="pyarrow", batch_size=1,
+                     fn_kwargs={"run_uri": run.uri, "index": ray.put(index), "dropped": items.dropped, "part_rows": part_rows})
+        .groupby(ITEM_PART_COL, num_partitions=min(n_parts, len(shards) * 4))
+        .map_groups(_write_item_part, batch_format="pyarrow", fn_kwargs={"run_uri": run.uri})
+    )
+    counts = pa.concat_tables(list(written.iter_batches(batch_format="pyarrow", batch_size=None)))
+    if pc.sum(counts.column("rows")).as_py() != n_items or counts.num_rows != n_parts:
+        raise RuntimeError(f"items/: wrote {counts.to_pylist()}, expected {n_items} items in {n_parts} parts")
+    return n_items
+
+
 def _per_user_pass(ds, n_parts: int, fn, kwargs: dict) -> pa.Table:
     """groupby(user partition).map_groups(fn); fn's returned rows, concatenated."""
     out = ds.groupby(PART_COL, num_partitions=n_parts).map_groups(fn, batch_format="pyarrow", fn_kwargs=kwargs)
@@ -238,9 +297,9 @@ def _prepare(cfg, run: RunDir) -> dict:
     rejects = Rejects(run, data.on_bad_rows)
     staged = stage(data, cfg.seed, run, rejects)
     domains = staged.domains
-    items, index = dense_items(staged.items, domains)
+    index = dense_index(staged.items)
     t_stage = time.perf_counter() - t0
-    n_parts = data.num_partitions or max(4, -(-staged.n_interactions // 200_000))
+    n_parts = data.num_partitions or max(4, -(-staged.n_interactions // ROWS_PER_PARTITION))
 
     with shuffle_strategy(data.shuffle):
         # One task per staged shard, reading it with pyarrow: on small clusters Ray's parquet
@@ -266,15 +325,17 @@ def _prepare(cfg, run: RunDir) -> dict:
             good = good.materialize()
             before = good.count()
             good, rounds = k_core(good, data.k_core)
-            kept = np.unique(np.concatenate([np.zeros(0, np.int64)] + [b["item_id"] for b in good.select_columns(["item_id"]).iter_batches(batch_format="numpy")]))
-            new_of_old = np.full(items.num_rows, -1, dtype=np.int64)
+            seen = np.zeros(staged.items.n, dtype=bool)  # one byte per item, not one id per row
+            for b in good.select_columns(["item_id"]).iter_batches(batch_format="numpy"):
+                seen[b["item_id"]] = True
+            kept = np.flatnonzero(seen)
+            new_of_old = np.full(staged.items.n, -1, dtype=np.int64)
             new_of_old[kept] = np.arange(len(kept))
-            items = items.take(pa.array(kept)).set_column(0, "item_id", pa.array(np.arange(len(kept)), pa.int64()))
             good = good.map_batches(_remap_ids, batch_format="pyarrow", fn_kwargs={"new_of_old": ray.put(new_of_old)})
             index = ItemIndex(index.sorted_raw, new_of_old[index.dense_of_sorted], index.domain_of_dense[kept])
             kcore_info = {"k": data.k_core, "rounds": rounds, "interactions_removed": before - good.count(), "items_kept": len(kept)}
 
-        run.write_table("items/part-00000.parquet", items)
+        write_items(staged.items, index, run, data.chunk_rows)
         returned = _per_user_pass(good, n_parts, process_partition, {
                 "run_uri": run.uri,
                 "domains": domains,
@@ -298,7 +359,7 @@ def _prepare(cfg, run: RunDir) -> dict:
     for d, n in zip(domains, totals["interactions_per_domain"], strict=True):
         if n == 0:
             raise DataValidationError(domain_file(data, d, "reviews"), None, f"domain '{d}' is empty (no valid interactions)")
-    stats = build_stats(data, domains, items, totals, rejects, kcore_info, shipped=bool(staged.shipped))
+    stats = build_stats(data, domains, index.domain_of_dense, totals, rejects, kcore_info, shipped=bool(staged.shipped))
     # cumulative wall seconds at the end of each step
     stats["seconds"] = {
         "stage": round(t_stage, 2),

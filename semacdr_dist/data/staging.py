@@ -1,5 +1,8 @@
 """The driver side of prepare: streaming a reader into staged shards, the item
-table and its dense ids, where bad rows go, and splits that ship with the data.
+ids and their dense numbering, where bad rows go, and splits that ship with the data.
+
+Driver memory is bounded by one reader chunk plus 17 bytes per item (reader id,
+domain, shard); item text never stays in the driver.
 """
 
 from __future__ import annotations
@@ -99,21 +102,67 @@ class Rejects:
 
 
 # ----------------------------------------------------------------------------- staging
+ITEM_FILE_COL = "_file"  # index of the items file a staged item row came from
+
+
+@dataclass
+class StagedItems:
+    """What the driver keeps of the items: ids and domains only (17 bytes per item).
+
+    The item rows themselves (titles, descriptions) stay in `_staging/items/` shards;
+    :func:`write_items` renumbers and writes them with Ray tasks.
+    """
+
+    raw_ids: np.ndarray  # int64 reader ids of the kept items (first occurrence of each id)
+    domain: np.ndarray  # int8 index into Staged.domains of each kept item
+    shards: list[str]  # `_staging/items/` shard names, in stream order
+    dropped: dict[int, np.ndarray] = field(default_factory=dict)  # shard -> row positions of repeated ids
+
+    @property
+    def n(self) -> int:
+        return len(self.raw_ids)
+
+
 @dataclass
 class Staged:
     domains: list[str]
-    items: pa.Table  # ITEMS with reader ids, first occurrence of each id
+    items: StagedItems
     files: list[str]  # interaction source files (index = `_src`)
     n_interactions: int
     shipped: dict[str, list[pa.Table]]  # split -> SEQUENCES with reader ids (data with its own split)
     shipped_files: dict[str, str]
 
 
+@dataclass
+class _ItemLog:
+    """Per staged item row, in stream order: reader id, domain code, shard, position."""
+
+    names: dict[str, int] = field(default_factory=dict)  # domain name -> code (order of first appearance)
+    ids: list[np.ndarray] = field(default_factory=list)
+    codes: list[np.ndarray] = field(default_factory=list)
+    shard: list[np.ndarray] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    shards: list[str] = field(default_factory=list)
+
+    def add(self, run: RunDir, table: pa.Table, file: str) -> None:
+        if file not in self.files:
+            self.files.append(file)
+        k = len(self.shards)
+        name = f"part-{k:05d}.parquet"
+        table = table.append_column(ITEM_FILE_COL, pa.array(np.full(table.num_rows, self.files.index(file), np.int32)))
+        run.write_table(f"_staging/items/{name}", table)
+        self.shards.append(name)
+        enc = pc.dictionary_encode(table.column("domain").combine_chunks())
+        code_of = np.array([self.names.setdefault(d, len(self.names)) for d in enc.dictionary.to_pylist()] or [0], np.int32)
+        self.ids.append(table.column("item_id").to_numpy())
+        self.codes.append(code_of[enc.indices.to_numpy(zero_copy_only=False)].astype(np.int32))
+        self.shard.append(np.full(table.num_rows, k, np.int32))
+
+
 def stage(data: DataConfig, seed: int, run: RunDir, rejects: Rejects) -> Staged:
-    """Stream the reader's chunks into `_staging/interactions/` shards; keep items and shipped splits."""
+    """Stream the reader's chunks into `_staging/{items,interactions}/` shards; keep item ids and shipped splits."""
     declared, chunks = open_source(data, seed)
-    item_parts: list[pa.Table] = []
-    item_files: list[str] = []
+    log_ = _ItemLog()
     files: list[str] = []
     shipped: dict[str, list[pa.Table]] = {}
     shipped_files: dict[str, str] = {}
@@ -125,8 +174,8 @@ def stage(data: DataConfig, seed: int, run: RunDir, rejects: Rejects) -> Staged:
             good, rej = check_items(ch.table, ch.file)
             rejects.add(rej)
             good = validate_table(good, ITEMS, ch.file).append_column(ROW_COL, good.column(ROW_COL))
-            item_parts.append(good.append_column("_file", pa.array(np.full(good.num_rows, len(item_files), np.int32))))
-            item_files.append(ch.file)
+            if good.num_rows:
+                log_.add(run, good, ch.file)
         elif ch.kind == "interactions":
             if ch.table.num_rows == 0:
                 continue
@@ -149,11 +198,12 @@ def stage(data: DataConfig, seed: int, run: RunDir, rejects: Rejects) -> Staged:
                     shipped_files[split] = ch.file
         else:
             raise ValueError(f"reader yielded an unknown chunk kind {ch.kind!r}")
-    items = pa.concat_tables(item_parts) if item_parts else ITEMS.empty_table()
-    items = _unique_items(items, item_files, rejects)
-    domains = list(dict.fromkeys(list(declared) + items.column("domain").to_pylist()))
+        # Arrow's allocator keeps freed chunks mapped; without this the driver's RSS grew by
+        # ~0.2 GB per million items over a 10M-item stage (measured: 3.0 GB, benchmarks/scale.py).
+        pa.default_memory_pool().release_unused()
+    domains, items = _unique_items(log_, declared, run, rejects)
     for d in declared:
-        if not pc.any(pc.equal(items.column("domain"), d)).as_py():
+        if not (items.domain == domains.index(d)).any():
             raise DataValidationError(domain_file(data, d, "metadata"), None, f"domain '{d}' is empty (no valid items)")
     if n_inter == 0:
         raise DataValidationError(data.path or data.source, None, "no valid interactions")
@@ -166,23 +216,40 @@ def require_columns(table: pa.Table, schema: pa.Schema, file: str) -> None:
         raise DataValidationError(file, None, f"missing column(s) {missing}", f"has {table.column_names}")
 
 
-def _unique_items(items: pa.Table, item_files: list[str], rejects: Rejects) -> pa.Table:
-    """First occurrence of each item id; repeats are bad rows."""
-    if items.num_rows == 0:
-        return ITEMS.empty_table()
-    ids = items.column("item_id").to_numpy()
-    _, first = np.unique(ids, return_index=True)
+def _unique_items(log_: _ItemLog, declared: list[str], run: RunDir, rejects: Rejects) -> tuple[list[str], StagedItems]:
+    """(domains, the first occurrence of each item id); repeats are bad rows (read back from their shards)."""
+    cat = (lambda xs, t: np.concatenate(xs) if xs else np.zeros(0, t))  # noqa: E731
+    ids, codes, shard = cat(log_.ids, np.int64), cat(log_.codes, np.int32), cat(log_.shard, np.int32)
+    log_.ids, log_.codes, log_.shard = [], [], []
+    _, first = np.unique(ids, return_index=True)  # index of the first occurrence in stream order
     keep = np.zeros(len(ids), dtype=bool)
     keep[first] = True
+    dropped: dict[int, np.ndarray] = {}
     if not keep.all():
-        bad = items.filter(pa.array(~keep))
-        records = bad.select(["item_id", "domain", "raw_id", "title"]).to_pylist()
-        for f in np.unique(bad.column("_file").to_numpy()):
-            sel = np.flatnonzero(bad.column("_file").to_numpy() == f)
-            rejects.add(
-                rejected_rows(item_files[f], bad.column(ROW_COL).to_numpy()[sel], [RULE_DUPLICATE_ITEM] * len(sel), [records[k] for k in sel])
-            )
-    return items.filter(pa.array(keep)).select(ITEMS.names).cast(ITEMS)
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(shard)) + 1]) if len(shard) else np.zeros(0, np.int64)
+        offset = dict(zip(shard[starts].tolist(), starts.tolist(), strict=True))
+        bad_by_file: dict[int, list[pa.Table]] = {}
+        for k in np.unique(shard[~keep]):
+            pos = np.flatnonzero(~keep & (shard == k)) - offset[int(k)]
+            dropped[int(k)] = pos
+            rows = run.read_table("_staging", "items", log_.shards[k]).take(pa.array(pos))
+            for f in np.unique(rows.column(ITEM_FILE_COL).to_numpy()):
+                bad_by_file.setdefault(int(f), []).append(rows.filter(pc.equal(rows.column(ITEM_FILE_COL), int(f))))
+        for f in sorted(bad_by_file):
+            bad = pa.concat_tables(bad_by_file[f])
+            records = bad.select(["item_id", "domain", "raw_id", "title"]).to_pylist()
+            rejects.add(rejected_rows(log_.files[f], bad.column(ROW_COL).to_numpy(), [RULE_DUPLICATE_ITEM] * bad.num_rows, records))
+    # domain order: declared first, then by first appearance among the kept items
+    kept_codes = codes[keep]
+    seen_codes, first_pos = np.unique(kept_codes, return_index=True)
+    names = {c: n for n, c in log_.names.items()}
+    appearing = [names[int(c)] for c in seen_codes[np.argsort(first_pos)]]
+    domains = list(dict.fromkeys(list(declared) + appearing))
+    to_domain = np.zeros(max(len(names), 1), np.int8)
+    for c, n in names.items():
+        if n in domains:
+            to_domain[c] = domains.index(n)
+    return domains, StagedItems(ids[keep], to_domain[kept_codes], log_.shards, dropped)
 
 
 def domain_file(data: DataConfig, domain: str, kind: str) -> str:
@@ -209,15 +276,31 @@ class ItemIndex:
         return np.where(self.sorted_raw[pos] == raw, self.dense_of_sorted[pos], -1)
 
 
-def dense_items(items: pa.Table, domains: list[str]) -> tuple[pa.Table, ItemIndex]:
-    """Items renumbered 0..N-1 by (domain order, reader id), and the id mapping."""
-    dom_idx = np.array([domains.index(d) for d in items.column("domain").to_pylist()], dtype=np.int64)
-    raw = items.column("item_id").to_numpy()
-    order = np.lexsort((raw, dom_idx))
-    dense = items.take(pa.array(order)).set_column(0, "item_id", pa.array(np.arange(len(order)), pa.int64()))
+def dense_index(items: StagedItems) -> ItemIndex:
+    """Dense ids 0..N-1 by (domain order, reader id), as an index from reader ids."""
+    raw, dom = items.raw_ids, items.domain.astype(np.int64)
+    order = np.lexsort((raw, dom))
     by_raw = np.argsort(raw[order], kind="stable")
-    index = ItemIndex(raw[order][by_raw], by_raw.astype(np.int64), dom_idx[order].astype(np.int8))
-    return dense.cast(ITEMS), index
+    return ItemIndex(raw[order][by_raw], by_raw.astype(np.int64), dom[order].astype(np.int8))
+
+
+ITEM_PART_COL = "_ipart"  # items/part-P that a renumbered item row goes to
+
+
+def dense_item_rows(table: pa.Table, index: ItemIndex, drop: np.ndarray | None, part_rows: int) -> pa.Table:
+    """One staged items shard → ITEMS rows with dense ids (+ their output part), dropped rows removed.
+
+    ``drop``: positions of repeated ids in this shard; items with no dense id (k-core) go too.
+    """
+    if drop is not None and len(drop):
+        mask = np.ones(table.num_rows, dtype=bool)
+        mask[drop] = False
+        table = table.filter(pa.array(mask))
+    dense = index.lookup(table.column("item_id").to_numpy())
+    keep = dense >= 0
+    table, dense = table.filter(pa.array(keep)), dense[keep]
+    out = table.select(ITEMS.names).set_column(0, "item_id", pa.array(dense, pa.int64())).cast(ITEMS)
+    return out.append_column(ITEM_PART_COL, pa.array(dense // part_rows, pa.int64()))
 
 
 def resolve(value):
@@ -286,15 +369,15 @@ def shipped_split(table: pa.Table, index: ItemIndex, domains: list[str], max_his
     )
 
 
-def build_stats(data: DataConfig, domains: list[str], items: pa.Table, t: dict, rejects: Rejects, kcore: dict, shipped: bool) -> dict:
-    item_dom = items.column("domain").to_pylist()
+def build_stats(data: DataConfig, domains: list[str], item_domain: np.ndarray, t: dict, rejects: Rejects, kcore: dict, shipped: bool) -> dict:
+    per_domain = np.bincount(item_domain.astype(np.int64), minlength=len(domains))
     test = t["test_per_domain"]
     cold = t["cold_test_per_domain"]
     return {
         "source": data.source,
         "domains": domains,
-        "n_items": items.num_rows,
-        "items_per_domain": {d: item_dom.count(d) for d in domains},
+        "n_items": int(len(item_domain)),
+        "items_per_domain": {d: int(n) for d, n in zip(domains, per_domain, strict=True)},
         "n_users": t["users"],
         "n_interactions": int(sum(t["interactions_per_domain"])),
         "interactions_per_domain": dict(zip(domains, t["interactions_per_domain"], strict=True)),

@@ -13,13 +13,16 @@ Ordering everywhere is score descending, then item id ascending, so results are
 deterministic even when items tie. A shard guarantees this at the top-K boundary
 by re-fetching deeper whenever the last fetched score still ties the K-th one
 (flat index only; approximate indices have no exact boundary to protect).
+
+Memory: each actor holds its slice (~corpus / num_shards); given a :class:`VectorFile`
+the actors read their slices themselves and the driver holds one byte per item.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -93,17 +96,44 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
     return hits / total if total else 1.0
 
 
-def _build_subindex(vectors: np.ndarray, ids: np.ndarray, cfg: EvalConfig, gpu_res: Any) -> Any:
+@dataclass(frozen=True)
+class VectorFile:
+    """Item vectors [N, D] float32 in a ``.npy`` file on storage every actor can read.
+
+    Each shard actor memory-maps the file and copies only its own slice into FAISS,
+    so neither the driver nor the object store ever holds the whole corpus.
+    """
+
+    path: str
+
+    def shape(self) -> tuple[int, int]:
+        arr = np.load(self.path, mmap_mode="r")  # reads the header only
+        if arr.ndim != 2 or arr.dtype != np.float32:
+            raise ValueError(f"{self.path}: item vectors must be a 2-d float32 .npy, got {arr.dtype} {arr.shape}")
+        return int(arr.shape[0]), int(arr.shape[1])
+
+
+_ADD_CHUNK = 1 << 18  # rows copied into FAISS at a time (64 MiB at 64-d): bounds the build's extra memory
+
+
+def _training_sample(source: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """Up to n evenly spaced rows of the group (deterministic), for IVF k-means."""
+    pick = rows if len(rows) <= n else rows[np.linspace(0, len(rows) - 1, n).astype(np.int64)]
+    return np.ascontiguousarray(source[pick], dtype=np.float32)
+
+
+def _build_subindex(source: np.ndarray, rows: np.ndarray, start: int, cfg: EvalConfig, gpu_res: Any) -> Any:
+    """IDMap(FAISS index) over ``source[rows]`` with global ids ``start + rows``, added in chunks."""
     import faiss
 
-    dim = vectors.shape[1]
-    n = len(ids)
+    dim = source.shape[1]
+    n = len(rows)
     if cfg.index_type == "flat":
         inner = faiss.IndexFlatIP(dim)
     elif cfg.index_type == "ivf":
         nlist = max(1, min(cfg.ivf_nlist, n // 39))
         inner = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        inner.train(vectors)
+        inner.train(_training_sample(source, rows, 256 * nlist))  # FAISS samples 256 points per list anyway
         inner.nprobe = min(cfg.ivf_nprobe, nlist)
     else:  # hnsw
         if cfg.use_gpu:
@@ -113,20 +143,26 @@ def _build_subindex(vectors: np.ndarray, ids: np.ndarray, cfg: EvalConfig, gpu_r
     if gpu_res is not None:
         inner = faiss.index_cpu_to_gpu(gpu_res, 0, inner)
     index = faiss.IndexIDMap(inner)
-    index.add_with_ids(vectors, ids)
+    for a in range(0, n, _ADD_CHUNK):
+        part = rows[a : a + _ADD_CHUNK]
+        x = np.ascontiguousarray(source[part], dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise ValueError(f"item vectors hold NaN or inf (item {start + part[np.flatnonzero(~np.isfinite(x).all(1))[0]]})")
+        index.add_with_ids(x, (part + start).astype(np.int64))
     return index
 
 
 class ShardSearcher:
     """One shard: FAISS sub-indices over item ids [start, stop). Runs in a Ray actor.
 
-    ``group_by_domain``: one sub-index per domain (candidates = target domain) or
-    one over the whole slice (candidates = all).
+    ``vectors``: the slice itself [stop - start, D], or ``(VectorFile, start, stop)`` to
+    read it from a file in the actor. ``group_by_domain``: one sub-index per domain
+    (candidates = target domain) or one over the whole slice (candidates = all).
     """
 
     def __init__(
         self,
-        vectors: np.ndarray,
+        vectors: np.ndarray | tuple[VectorFile, int, int],
         start: int,
         item_domain: np.ndarray,
         cfg: dict[str, Any],
@@ -138,22 +174,27 @@ class ShardSearcher:
         self.cfg = EvalConfig(**cfg)
         if num_threads > 0:
             faiss.omp_set_num_threads(num_threads)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or len(vectors) != len(item_domain):
-            raise ValueError(f"shard at {start}: vectors {vectors.shape} vs {len(item_domain)} domains")
-        self.start, self.stop, self.dim = start, start + len(vectors), vectors.shape[1]
-        self.item_domain = np.asarray(item_domain, dtype=np.int64)
+        if isinstance(vectors, tuple):
+            vfile, a, b = vectors
+            source = np.load(vfile.path, mmap_mode="r")[a:b]  # pages are read as chunks are added
+        else:
+            source = np.asarray(vectors)
+        if source.ndim != 2 or len(source) != len(item_domain):
+            raise ValueError(f"shard at {start}: vectors {source.shape} vs {len(item_domain)} domains")
+        self.start, self.stop, self.dim = start, start + len(source), source.shape[1]
+        self.item_domain = np.asarray(item_domain, dtype=np.int8)
         if self.cfg.use_gpu and not hasattr(faiss, "StandardGpuResources"):
             raise RuntimeError("evaluate.use_gpu=true needs faiss-gpu (the `gpu` extra); this faiss is CPU-only")
         self._gpu_res = faiss.StandardGpuResources() if self.cfg.use_gpu else None
         self.groups: dict[int, tuple[Any, int]] = {}  # group -> (index, size)
-        ids = np.arange(self.start, self.stop, dtype=np.int64)
         if group_by_domain:
             for d in np.unique(self.item_domain):
-                sel = self.item_domain == d
-                self.groups[int(d)] = (_build_subindex(vectors[sel], ids[sel], self.cfg, self._gpu_res), int(sel.sum()))
-        elif len(ids):
-            self.groups[ALL_ITEMS] = (_build_subindex(vectors, ids, self.cfg, self._gpu_res), len(ids))
+                rows = np.flatnonzero(self.item_domain == d)
+                self.groups[int(d)] = (_build_subindex(source, rows, start, self.cfg, self._gpu_res), len(rows))
+        elif len(source):
+            rows = np.arange(len(source), dtype=np.int64)
+            self.groups[ALL_ITEMS] = (_build_subindex(source, rows, start, self.cfg, self._gpu_res), len(rows))
+        del source  # the file mapping: FAISS holds its own copy
 
     def info(self) -> dict[str, Any]:
         import faiss
@@ -238,48 +279,63 @@ class ShardedIndex:
 
     @classmethod
     def build(
-        cls, item_vectors: Any, item_domain: np.ndarray, cfg: EvalConfig, n_domains: int | None = None,
-        in_process: bool = False,
+        cls, item_vectors: Any, item_domain: np.ndarray, cfg: EvalConfig, n_domains: int | None = None
     ) -> ShardedIndex:
         """Start ``cfg.num_shards`` actors, each indexing one slice of ``item_vectors`` [N, D].
 
-        ``in_process``: the same shards as plain objects in this process, searched one after
-        the other (no Ray): for callers that hold every CPU already, e.g. validation inside a
-        Ray Train worker, where shard actors could wait forever for resources.
+        ``item_vectors``: an array (numpy or torch; each slice travels through the object
+        store) or a :class:`VectorFile` (each actor reads its slice itself: the driver holds
+        only ``item_domain``, one byte per item, whatever the corpus size).
         """
         import ray
 
         validate_eval_config(cfg)
-        vectors = _as_float32(item_vectors)
-        item_domain = np.asarray(item_domain, dtype=np.int64)
-        if vectors.ndim != 2 or len(vectors) != len(item_domain):
-            raise ValueError(f"item_vectors {vectors.shape} and item_domain ({len(item_domain)},) disagree")
-        if not np.isfinite(vectors).all():
-            raise ValueError("item_vectors hold NaN or inf: the export is broken")
+        item_domain = np.asarray(item_domain, dtype=np.int8)
+        if isinstance(item_vectors, VectorFile):
+            vectors = None
+            n, dim = item_vectors.shape()
+        else:
+            vectors = _as_float32(item_vectors)
+            if vectors.ndim != 2:
+                raise ValueError(f"item_vectors has shape {vectors.shape}: expected [N, D]")
+            n, dim = vectors.shape
+            if not np.isfinite(vectors).all():
+                raise ValueError("item_vectors hold NaN or inf: the export is broken")
+        if n != len(item_domain):
+            raise ValueError(f"item_vectors ({n}, {dim}) and item_domain ({len(item_domain)},) disagree")
         n_domains = int(n_domains if n_domains is not None else (item_domain.max() + 1 if len(item_domain) else 0))
-        bounds = shard_bounds(len(vectors), cfg.num_shards)
+        if cfg.use_gpu:
+            import faiss
+
+            # Actors asking for GPUs on a cluster without any would wait forever: fail now.
+            if not hasattr(faiss, "StandardGpuResources") and not ray.cluster_resources().get("GPU", 0):
+                raise RuntimeError("evaluate.use_gpu=true needs faiss-gpu (the `gpu` extra) and GPUs in the Ray "
+                                   "cluster; this faiss is CPU-only and the cluster has no GPU")
+        bounds = shard_bounds(n, cfg.num_shards)
         group = cfg.candidates == "target_domain"
-        if in_process:
-            local = [_Local(ShardSearcher(vectors[a:b], a, item_domain[a:b], asdict(cfg), group, 0)) for a, b in bounds]
-            index = cls(local, bounds, vectors.shape[1], n_domains, cfg)
-            index._check_parts(len(vectors))
-            return index
         remote = ray.remote(ShardSearcher).options(
             num_cpus=cfg.shard_num_cpus, num_gpus=cfg.gpus_per_shard if cfg.use_gpu else 0
         )
         threads = max(1, int(cfg.shard_num_cpus))
         actors = [
             remote.remote(
-                ray.put(vectors[a:b]), a, item_domain[a:b], asdict(cfg), group, threads
+                (item_vectors, a, b) if vectors is None else ray.put(vectors[a:b]),
+                a, item_domain[a:b], asdict(cfg), group, threads,
             )
             for a, b in bounds
         ]
-        index = cls(actors, bounds, vectors.shape[1], n_domains, cfg)
-        index._check_parts(len(vectors))
+        index = cls(actors, bounds, dim, n_domains, cfg)
+        try:
+            index._check_parts(n)
+        except BaseException:
+            index.close()
+            raise
         return index
 
     def _check_parts(self, n_items: int) -> None:
-        infos = _get([a.info.remote() for a in self.actors])
+        import ray
+
+        infos = ray.get([a.info.remote() for a in self.actors])
         for info, (a, b) in zip(infos, self.bounds, strict=True):
             if info["dim"] != self.dim or info["metric"] != "inner_product":
                 raise ValueError(f"shard {a}:{b} has dim={info['dim']} metric={info['metric']}; expected dim={self.dim}, inner_product")
@@ -290,12 +346,16 @@ class ShardedIndex:
         self.shard_info = infos
 
     def info(self) -> list[dict[str, Any]]:
-        return _get([a.info.remote() for a in self.actors])
+        import ray
+
+        return ray.get([a.info.remote() for a in self.actors])
 
     def search(
         self, queries: Any, target_domain: np.ndarray | None, k: int, histories: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Corpus top-k (scores [nq, k] float32, global ids [nq, k] int64, -1 = no candidate)."""
+        import ray
+
         queries = _as_float32(queries)
         nq = len(queries)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
@@ -312,16 +372,15 @@ class ShardedIndex:
         out_s = np.empty((nq, k), dtype=np.float32)
         out_i = np.empty((nq, k), dtype=np.int64)
         bs = self.cfg.query_batch_size
-        local = bool(self.actors) and isinstance(self.actors[0], _Local)
         pending: list[tuple[int, int, list[Any]]] = []
 
         def drain_one() -> None:
             a, b, futures = pending.pop(0)
-            out_s[a:b], out_i[a:b] = merge_topk(_get(futures), k)
+            out_s[a:b], out_i[a:b] = merge_topk(ray.get(futures), k)
 
         for a in range(0, nq, bs):
             b = min(nq, a + bs)
-            args = [_put(queries[a:b], local), _put(groups[a:b], local), k, _put(hist[a:b], local)]
+            args = [ray.put(queries[a:b]), ray.put(groups[a:b]), k, ray.put(hist[a:b])]
             pending.append((a, b, [actor.search.remote(*args) for actor in self.actors]))
             if len(pending) >= self.cfg.max_inflight_batches:
                 drain_one()
@@ -330,11 +389,10 @@ class ShardedIndex:
         return out_s, out_i
 
     def close(self) -> None:
-        for a in self.actors:
-            if not isinstance(a, _Local):
-                import ray
+        import ray
 
-                ray.kill(a)
+        for a in self.actors:
+            ray.kill(a)
         self.actors = []
 
     def __enter__(self) -> ShardedIndex:
@@ -342,45 +400,6 @@ class ShardedIndex:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-class _Result:
-    """A finished call of an in-process shard (stands where an ObjectRef would)."""
-
-    def __init__(self, value: Any):
-        self.value = value
-
-
-class _LocalMethod:
-    def __init__(self, fn: Any):
-        self.fn = fn
-
-    def remote(self, *args: Any) -> _Result:
-        return _Result(self.fn(*args))
-
-
-class _Local:
-    """An in-process shard with the actor call syntax: ``shard.search.remote(...)`` runs now."""
-
-    def __init__(self, searcher: ShardSearcher):
-        self.info = _LocalMethod(searcher.info)
-        self.search = _LocalMethod(searcher.search)
-
-
-def _get(futures: list[Any]) -> list[Any]:
-    if all(isinstance(f, _Result) for f in futures):
-        return [f.value for f in futures]
-    import ray
-
-    return ray.get(futures)
-
-
-def _put(x: Any, local: bool) -> Any:
-    if local:
-        return x
-    import ray
-
-    return ray.put(x)
 
 
 def _as_float32(x: Any) -> np.ndarray:

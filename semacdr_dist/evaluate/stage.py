@@ -76,7 +76,6 @@ def evaluate_vectors(
     *,
     split: str = "test",
     index: ShardedIndex | None = None,
-    in_process: bool = False,
 ) -> dict[str, float]:
     """Metrics of one split from vectors: keys ``<split>[/<domain>|/cold|/warm|/sampled...]/<metric>@K``.
 
@@ -84,8 +83,7 @@ def evaluate_vectors(
     domain indices; ``targets``/``target_domain`` [n]; ``histories`` [n, L] padded with -1
     or a list of id lists; ``cfg`` the evaluate settings.
     ``index``: a built :class:`ShardedIndex` to reuse (the train loop's validation);
-    otherwise one is built and closed here. Needs an open Ray session unless ``in_process``
-    (the shards then live in this process: for callers inside a Ray Train worker).
+    otherwise one is built and closed here. Needs an open Ray session.
     """
     ecfg = cfg
     items = _as_float32(item_vectors)
@@ -97,7 +95,7 @@ def evaluate_vectors(
     _check_examples(item_domain, q, targets, target_domain, hist, len(domains))
     kmax = max(ecfg.ks)
     own = index is None
-    index = index or ShardedIndex.build(items, item_domain, ecfg, len(domains), in_process=in_process)
+    index = index or ShardedIndex.build(items, item_domain, ecfg, len(domains))
     try:
         t0 = time.perf_counter()
         _, top_ids = index.search(q, target_domain, kmax, hist)
@@ -115,7 +113,7 @@ def evaluate_vectors(
             out.update(summarize(s_ranks, groups, ecfg.ks, f"{split}/sampled", ecfg.bootstrap_samples, ecfg.seed))
             out[f"{split}/sampled/short_pools"] = int(short)
         if ecfg.index_type != "flat" and ecfg.recall_queries > 0:
-            out.update(_recall_vs_exact(items, item_domain, q, target_domain, hist, top_ids, ecfg, len(domains), split, in_process))
+            out.update(_recall_vs_exact(items, item_domain, q, target_domain, hist, top_ids, ecfg, len(domains), split))
     finally:
         if own:
             index.close()
@@ -124,13 +122,13 @@ def evaluate_vectors(
 
 def _recall_vs_exact(
     items: np.ndarray, item_domain: np.ndarray, q: np.ndarray, target_domain: np.ndarray, hist: np.ndarray,
-    approx_ids: np.ndarray, ecfg: EvalConfig, n_domains: int, split: str, in_process: bool,
+    approx_ids: np.ndarray, ecfg: EvalConfig, n_domains: int, split: str,
 ) -> dict[str, float]:
     """recall@K of the approximate index against an exact flat index on a seeded query sample."""
     rng = np.random.default_rng([ecfg.seed, 0xEC])
     sel = np.sort(rng.choice(len(q), size=min(len(q), ecfg.recall_queries), replace=False))
     exact_cfg = replace(ecfg, index_type="flat")
-    with ShardedIndex.build(items, item_domain, exact_cfg, n_domains, in_process=in_process) as exact:
+    with ShardedIndex.build(items, item_domain, exact_cfg, n_domains) as exact:
         _, exact_ids = exact.search(q[sel], target_domain[sel], max(ecfg.ks), hist[sel])
     return {f"{split}/recall@{k}_vs_exact": recall_at_k(approx_ids[sel], exact_ids, k) for k in ecfg.ks}
 

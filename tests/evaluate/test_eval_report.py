@@ -20,12 +20,11 @@ CFG = EvalConfig(num_shards=2, shard_num_cpus=0.5, bootstrap_samples=200, query_
 
 
 @pytest.fixture(scope="module")
-def vectors_metrics():
+def vectors_metrics(ray_local):
     items, item_domain, queries, targets, target_domain, histories = corpus(n_items=2000, n_queries=400, seed=1)
     # queries near their target make the numbers non-trivial
     queries = queries + 2 * items[targets]
-    # in-process shards: the actor path is covered by test_eval_sharded; this one checks the metrics
-    metrics = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, CFG, DOMAINS, in_process=True)
+    metrics = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, CFG, DOMAINS)
     return (items, item_domain, queries, targets, target_domain, histories), metrics
 
 
@@ -50,7 +49,7 @@ def test_evaluate_vectors_rejects_wrong_domain():
     items, item_domain, queries, targets, target_domain, histories = corpus(n_items=300, n_queries=20)
     wrong = (target_domain + 1) % 3
     with pytest.raises(ValueError, match="example 0: target"):
-        evaluate_vectors(items, item_domain, queries, targets, wrong, histories, CFG, DOMAINS, in_process=True)
+        evaluate_vectors(items, item_domain, queries, targets, wrong, histories, CFG, DOMAINS)
 
 
 def _png_ok(data: bytes) -> None:
@@ -93,19 +92,19 @@ def test_report_and_compare(tmp_path, vectors_metrics):
         compare([str(tmp_path / "cmp")], str(tmp_path / "cmp2"))
 
 
-def test_all_candidates_keep_history():
+def test_all_candidates_keep_history(ray_local):
     items, item_domain, queries, targets, target_domain, histories = corpus(n_items=500, n_queries=50, seed=4)
     cfg = replace(CFG, candidates="all", exclude_history=False, sampled_negatives=0, bootstrap_samples=0)
-    m = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, cfg, DOMAINS, split="valid", in_process=True)
+    m = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, cfg, DOMAINS, split="valid")
     _, ref_ids = brute_force_topk(items, item_domain, queries, target_domain, histories, 50, "all", False)
     assert m["valid/mrr@50"] == pytest.approx(rank_metrics(target_ranks(ref_ids, targets), [50])["mrr@50"])
     assert not any("sampled" in k or "ci95" in k for k in m)
 
 
-def test_approximate_index_reports_recall_against_exact():
+def test_approximate_index_reports_recall_against_exact(ray_local):
     items, item_domain, queries, targets, target_domain, histories = corpus(n_items=3000, dim=16, n_queries=100, seed=2)
     cfg = replace(CFG, index_type="hnsw", hnsw_m=16, hnsw_ef_search=64, recall_queries=60, bootstrap_samples=0, sampled_negatives=0)
-    m = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, cfg, DOMAINS, in_process=True)
+    m = evaluate_vectors(items, item_domain, queries, targets, target_domain, histories, cfg, DOMAINS)
     for k in cfg.ks:
         assert 0.5 < m[f"test/recall@{k}_vs_exact"] <= 1.0
     res = vectors_result("hnsw", m, cfg, DOMAINS, ["test"])
@@ -114,10 +113,10 @@ def test_approximate_index_reports_recall_against_exact():
     assert "recall@10_vs_exact" in markdown_report(res) and "index hnsw" in markdown_report(res)
 
 
-def test_empty_group_has_count_but_no_numbers():
+def test_empty_group_has_count_but_no_numbers(ray_local):
     items, item_domain, queries, targets, target_domain, histories = corpus(n_items=300, n_queries=30, seed=6)
     keep = target_domain != 2  # no "books" examples
     cfg = replace(CFG, bootstrap_samples=0, sampled_negatives=0)
-    m = evaluate_vectors(items, item_domain, queries[keep], targets[keep], target_domain[keep], histories[keep], cfg, DOMAINS, in_process=True)
+    m = evaluate_vectors(items, item_domain, queries[keep], targets[keep], target_domain[keep], histories[keep], cfg, DOMAINS)
     assert m["test/books/n"] == 0 and "test/books/ndcg@10" not in m
     assert json.loads(json.dumps(m, allow_nan=False))  # strict JSON

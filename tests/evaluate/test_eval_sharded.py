@@ -39,7 +39,7 @@ def test_sharded_equals_brute_force(ray_local, num_shards, candidates, exclude_h
         assert not (got_i[:, :, None] == histories[:, None, :]).any()
 
 
-def test_float_vectors_and_small_domain():
+def test_float_vectors_and_small_domain(ray_local):
     """Gaussian vectors; one domain with fewer items than K → -1 padding after the last candidate."""
     rng = np.random.default_rng(3)
     items = rng.standard_normal((2000, 16)).astype(np.float32)
@@ -54,13 +54,13 @@ def test_float_vectors_and_small_domain():
             padded[i, -len(h):] = h
     cfg = EvalConfig(num_shards=2, shard_num_cpus=0.5)
     ref_s, ref_i = brute_force_topk(items, item_domain, queries, target_domain, padded, K, "target_domain", True)
-    with ShardedIndex.build(items, item_domain, cfg, 2, in_process=True) as index:
+    with ShardedIndex.build(items, item_domain, cfg, 2) as index:
         got_s, got_i = index.search(queries, target_domain, K, histories)
     _check(got_s, got_i, ref_s, ref_i)
     assert (got_i[target_domain == 1][:, 30:] == -1).all()
 
 
-def test_approximate_index_recall():
+def test_approximate_index_recall(ray_local):
     from semacdr_dist.evaluate.sharded import recall_at_k
 
     rng = np.random.default_rng(5)
@@ -71,7 +71,7 @@ def test_approximate_index_recall():
     _, ref_i = brute_force_topk(items, item_domain, queries, td, np.full((100, 0), -1), 10, "all", False)
     for index_type in ("ivf", "hnsw"):
         cfg = EvalConfig(num_shards=2, shard_num_cpus=0.5, index_type=index_type, ivf_nlist=16, ivf_nprobe=8, exclude_history=False)
-        with ShardedIndex.build(items, item_domain, cfg, 1, in_process=True) as index:
+        with ShardedIndex.build(items, item_domain, cfg, 1) as index:
             _, got_i = index.search(queries, td, 10, None)
         assert recall_at_k(got_i, ref_i, 10) > 0.8, index_type
 
@@ -107,24 +107,28 @@ def test_config_rejects_bad_values():
         EvalConfig(candidates="domain")
 
 
-def test_in_process_shards_equal_brute_force():
-    """The in-process variant (for callers inside Ray Train workers) runs the same shard code."""
+def test_vector_file_shards_equal_brute_force(ray_local, tmp_path):
+    """Actors that read their slice from a .npy file (the driver never holds the corpus) give the same top-K."""
+    from semacdr_dist.evaluate.sharded import VectorFile
+
     items, item_domain, queries, _, target_domain, histories = corpus(n_items=1500, n_queries=120, seed=9)
-    cfg = EvalConfig(num_shards=3, query_batch_size=50)
+    np.save(tmp_path / "items.npy", items)
+    cfg = EvalConfig(num_shards=3, shard_num_cpus=0.5, query_batch_size=50)
     ref_s, ref_i = brute_force_topk(items, item_domain, queries, target_domain, histories, K, "target_domain", True)
-    with ShardedIndex.build(items, item_domain, cfg, len(DOMAINS), in_process=True) as index:
+    with ShardedIndex.build(VectorFile(str(tmp_path / "items.npy")), item_domain, cfg, len(DOMAINS)) as index:
+        assert sum(i["ntotal"] for i in index.shard_info) == len(items)
         got_s, got_i = index.search(queries, target_domain, K, histories)
     _check(got_s, got_i, ref_s, ref_i)
 
 
-def test_gpu_needs_faiss_gpu():
+def test_gpu_needs_faiss_gpu(ray_local):
     import faiss
 
     if hasattr(faiss, "StandardGpuResources"):
         pytest.skip("faiss-gpu installed: the GPU path is exercised by the gpu-marked runs")
     items, item_domain, *_ = corpus(n_items=100, n_queries=1)
     with pytest.raises(RuntimeError, match="faiss-gpu"):
-        ShardedIndex.build(items, item_domain, EvalConfig(num_shards=1, use_gpu=True), 3, in_process=True)
+        ShardedIndex.build(items, item_domain, EvalConfig(num_shards=1, use_gpu=True), 3)
 
 
 @pytest.mark.gpu
