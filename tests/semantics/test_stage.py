@@ -147,6 +147,7 @@ def test_bad_outputs_fall_back(ray_local, tmp_path):
     assert report["per_view"]["smollm2-135m-instruct"]["specific"]["fallback_rate"] == 1.0
 
 
+@pytest.mark.slow  # ~160 s: two budgeted generation runs + a resume; kept out of `make test` (10 min)
 def test_generation_budget_stops_keeps_and_resumes(ray_local, tmp_path):
     """A time-boxed run writes (and exports) what it finished, then a rerun completes it."""
     from semacdr_dist.rundir import StageIncomplete
@@ -174,6 +175,7 @@ def test_generation_budget_stops_keeps_and_resumes(ray_local, tmp_path):
     assert run.is_done("semantics")
 
 
+@pytest.mark.slow  # ~95 s: an engine SIGKILLed mid-run and restarted by Ray; test_engine_pool covers restarts fast
 def test_engine_actor_killed_midrun_loses_nothing(ray_local, tmp_path):
     """kill -9 of an engine actor's process: Ray restarts the actor and re-runs its calls."""
     import os

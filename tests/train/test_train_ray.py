@@ -150,6 +150,7 @@ def test_worker_killed_mid_epoch_resumes_and_completes(quiet_data, tmp_path, mak
     assert summary["export"] and os.path.exists(os.path.join(summary["export"], "config.json"))
 
 
+@pytest.mark.slow  # ~65 s; test_resume_from_checkpoint_gives_identical_parameters covers resume by default
 def test_zero2_stage_rerun_after_failure_resumes_and_beats_popularity(quiet_data, tmp_path, make_run, pop_ndcg):
     """ZeRO-2 through `run_train`: rank 0 dies in epoch 1 with no retries left, so the stage
     fails; running the stage again resumes from the epoch-0 checkpoint (not from scratch),
