@@ -25,7 +25,7 @@ class ModelConfig:
     num_layers: int = 2
     # Attention heads per block; 2 divides 64 and matches SASRec's small setting.
     num_heads: int = 2
-    # History positions the encoder reads (the most recent ones); matches data.max_len's default.
+    # History positions the encoder reads (the most recent ones); data.max_history (default 50) caps what prepare keeps.
     max_len: int = 50
     # Dropout in encoders and adapters; 0.2 is SASRec's value for sparse Amazon-like data.
     dropout: float = 0.2
