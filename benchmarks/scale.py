@@ -317,21 +317,16 @@ def _train_worker(config: dict) -> None:
     import ray.train
 
     from semacdr_dist.data.batch import SequenceCollate
+    from semacdr_dist.profiling import own_memory_bytes
 
     proc = psutil.Process()
     peak = [proc.memory_info().rss, 0, 0]  # RSS, USS (private), shared object-store pages
     stop = threading.Event()
 
-    def shmem() -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("RssShmem:"):
-                return int(line.split()[1]) * 1024
-        return 0
-
     def sample() -> None:
         while not stop.is_set():
             m = proc.memory_full_info()
-            peak[0], peak[1], peak[2] = max(peak[0], m.rss), max(peak[1], m.uss), max(peak[2], shmem())
+            peak[0], peak[1], peak[2] = max(peak[0], m.rss), max(peak[1], m.uss), max(peak[2], own_memory_bytes()["shmem"])
             stop.wait(0.5)
 
     threading.Thread(target=sample, daemon=True).start()

@@ -12,6 +12,22 @@ import threading
 import psutil
 
 
+def own_memory_bytes() -> dict[str, int]:
+    """This process's resident memory from /proc/self/status: total (VmRSS), anonymous (heap:
+    RssAnon) and shared (RssShmem: Ray object-store pages it has touched); zeros without /proc."""
+    fields = {"VmRSS": "rss", "RssAnon": "anon", "RssShmem": "shmem"}
+    found = dict.fromkeys(fields.values(), 0)
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in fields:
+                    found[fields[key]] = int(rest.split()[0]) * 1024  # kB
+    except OSError:
+        pass
+    return found
+
+
 def tree_rss_bytes(pid: int | None = None) -> int:
     """Summed RSS of a process and all its descendants."""
     root = psutil.Process(pid or os.getpid())

@@ -30,6 +30,7 @@ import torch
 
 from semacdr_dist.data.batch import SequenceCollate, collate_rows
 from semacdr_dist.hardware import resolve_precision
+from semacdr_dist.profiling import own_memory_bytes
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.train.checkpoint import (
     DS_TAG,
@@ -90,18 +91,6 @@ def _valid_batches(config: dict, domains: list[str], rank: int, world: int, devi
         batches.append(collate_rows(rows.slice(start, bs), config["max_len"], domains, device))
         weights.append(torch.as_tensor(weight[start : start + bs]))
     return batches, weights
-
-
-def _rss_now_mb() -> list[float]:
-    """[VmRSS, RssAnon, RssShmem] of this process in MiB (zeros where /proc is missing)."""
-    fields = {"VmRSS:": 0.0, "RssAnon:": 0.0, "RssShmem:": 0.0}
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                key = line.split(maxsplit=1)[0]
-                if key in fields:
-                    fields[key] = float(line.split()[1]) / 1024  # kB -> MiB
-    return list(fields.values())
 
 
 def _agreed_precision(tcfg: TrainConfig) -> str:
@@ -276,7 +265,8 @@ def train_loop_per_worker(config: dict) -> None:
         # object store pages this process has touched): growth across epochs shows which one grows.
         rss = torch.zeros(4, world, dtype=torch.float64)
         rss[0, rank] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux -> MiB
-        rss[1:, rank] = torch.tensor(_rss_now_mb())
+        now = own_memory_bytes()
+        rss[1:, rank] = torch.tensor([now["rss"], now["anon"], now["shmem"]], dtype=torch.float64) / 2**20
         rss = _all_reduce(rss, device)
         metrics: dict[str, Any] = {
             "epoch": epoch,
