@@ -137,6 +137,24 @@ def _keep_rows(batch: pa.Table, bad: bool) -> pa.Table:
     return batch.filter(mask if bad else pc.invert(mask))
 
 
+def _domain_counts(ds, domains: list[str]) -> list[int]:
+    """Rows per domain of a Ray dataset (one pass over its domain column)."""
+    counts = dict.fromkeys(domains, 0)
+    for batch in ds.select_columns(["domain"]).iter_batches(batch_format="pyarrow", batch_size=1 << 20):
+        for entry in pc.value_counts(batch.column("domain")).to_pylist():
+            if entry["values"] in counts:
+                counts[entry["values"]] += entry["counts"]
+    return [counts[d] for d in domains]
+
+
+def _require_domains(counts, domains: list[str], data: DataConfig, when: str) -> None:
+    """A clear error naming the domain's file when a domain has no valid interaction left."""
+    for d, n in zip(domains, counts, strict=True):
+        if n == 0:
+            raise DataValidationError(domain_file(data, d, "reviews"), None,
+                                      f"domain '{d}' is empty (no valid interactions {when})")
+
+
 def _to_rejected(batch: pa.Table, files: list[str]) -> pa.Table:
     return rejected_from(batch, files, batch.column(BAD_COL).to_pylist())
 
@@ -318,6 +336,9 @@ def _prepare(cfg, run: RunDir) -> dict:
         _reject_flagged(flagged, run, rejects, staged.files)
         t_map = time.perf_counter() - t0
         good = flagged.map_batches(_keep_rows, batch_format="pyarrow", fn_kwargs={"bad": False})
+        # A domain dump with no valid row fails here, before k-core and the per-user pass
+        # (the expensive part at scale), not after them.
+        _require_domains(_domain_counts(good, domains), domains, data, "after id mapping")
 
         kcore_info: dict = {}
         if data.k_core > 0:
@@ -334,6 +355,7 @@ def _prepare(cfg, run: RunDir) -> dict:
             good = good.map_batches(_remap_ids, batch_format="pyarrow", fn_kwargs={"new_of_old": ray.put(new_of_old)})
             index = ItemIndex(index.sorted_raw, new_of_old[index.dense_of_sorted], index.domain_of_dense[kept])
             kcore_info = {"k": data.k_core, "rounds": rounds, "interactions_removed": before - good.count(), "items_kept": len(kept)}
+            _require_domains(np.bincount(index.domain_of_dense, minlength=len(domains)), domains, data, f"after the {data.k_core}-core filter")
 
         write_items(staged.items, index, run, data.chunk_rows)
         returned = _per_user_pass(good, n_parts, process_partition, {
@@ -356,9 +378,8 @@ def _prepare(cfg, run: RunDir) -> dict:
         run.write_table(f"sequences/{split}/part-shipped.parquet", table)
         parts.append(partial_stats(table, domains))
     totals = merge_stats(parts, len(domains))
-    for d, n in zip(domains, totals["interactions_per_domain"], strict=True):
-        if n == 0:
-            raise DataValidationError(domain_file(data, d, "reviews"), None, f"domain '{d}' is empty (no valid interactions)")
+    # Still checked: the per-user pass rejects repeated rows, which can leave a domain empty.
+    _require_domains(totals["interactions_per_domain"], domains, data, "after the per-user pass")
     stats = build_stats(data, domains, index.domain_of_dense, totals, rejects, kcore_info, shipped=bool(staged.shipped))
     # cumulative wall seconds at the end of each step
     stats["seconds"] = {

@@ -118,7 +118,7 @@ BAD_CASES = {
     "non-utf8 title": ({"items_rows": [(1, "a", "A1", "Lemon tea"), (2, "a", "A2", "Oat"), (3, "b", "B1", "K\udcffettle"), (4, "b", "B2", "Knife")]}, "items.csv", 2, RULE_TITLE),
     "negative timestamp": ({"inter_rows": [(7, 1, "a", 1), (7, 3, "b", -2), (8, 2, "a", 1), (8, 4, "b", 2)]}, "interactions.csv", 1, RULE_TIMESTAMP),
     "non-numeric timestamp": ({"inter_rows": [(7, 1, "a", 1), (7, 3, "b", "noon"), (8, 2, "a", 1), (8, 4, "b", 2)]}, "interactions.csv", 1, RULE_TIMESTAMP),
-    "empty domain": ({"inter_rows": [(7, 1, "a", 1), (7, 2, "a", 2), (8, 2, "a", 1), (8, 1, "a", 2)]}, "b", None, "domain 'b' is empty"),
+    "empty domain": ({"inter_rows": [(7, 1, "a", 1), (7, 2, "a", 2), (8, 2, "a", 1), (8, 1, "a", 2)]}, "b", None, "domain 'b' is empty (no valid interactions after id mapping"),
 }
 
 
@@ -131,6 +131,18 @@ def test_bad_input_error_mode(ray_local, tmp_path, case):
         run_prepare(cfg, run)
     assert file in err.value.file and err.value.row == row and rule in err.value.rule, str(err.value)
     assert not run.is_done("prepare")
+
+
+def test_domain_emptied_by_k_core(ray_local, tmp_path):
+    """Domain b has one interaction per item: the 2-core filter empties it, and prepare says so
+    right after the filter, before the per-user pass writes any sequence."""
+    inter = [(7, 1, "a", 1), (7, 2, "a", 2), (8, 1, "a", 1), (8, 2, "a", 2), (7, 3, "b", 3), (8, 4, "b", 3)]
+    root = _write_tabular(tmp_path / "raw", inter_rows=inter)
+    cfg, run = _cfg(tmp_path, "data.source=tabular", f"data.path={root}", "data.k_core=2")
+    with pytest.raises(DataValidationError) as err:
+        run_prepare(cfg, run)
+    assert "b" in err.value.file and "domain 'b' is empty (no valid interactions after the 2-core filter)" in err.value.rule
+    assert not run.is_done("prepare") and not run.exists("sequences")
 
 
 def test_bad_input_reject_mode(ray_local, tmp_path):
