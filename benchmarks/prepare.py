@@ -40,6 +40,7 @@ from semacdr_dist.data.schemas import INTERACTIONS, ITEMS, SEQUENCES
 from semacdr_dist.data.sequences import build_examples, split_duplicates
 from semacdr_dist.data.staging import Rejects, dense_index, dense_item_rows, map_ids, stage
 from semacdr_dist.data.synthetic import iter_interactions, iter_items
+from semacdr_dist.pipeline import prepare_config
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.runtime import RayConfig, ray_session
 
@@ -132,7 +133,7 @@ def main() -> None:
                     detail = {}
                 else:
                     cfg.data.shuffle = name.split("-", 1)[1]
-                    stats = run_prepare(cfg, RunDir(out))
+                    stats = run_prepare(prepare_config(cfg), RunDir(out))
                     detail = {"cumulative_s": stats["seconds"]}
                 wall = time.perf_counter() - t
                 digests[name] = _digest(RunDir(out))

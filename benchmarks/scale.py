@@ -174,13 +174,14 @@ def _digest(out: Path) -> dict:
 
 def phase_prepare(root: Path, args) -> dict:
     from semacdr_dist.data.prepare import run_prepare
+    from semacdr_dist.pipeline import prepare_config
     from semacdr_dist.rundir import RunDir
 
     out = root / "run"
     t0 = time.perf_counter()
     with _ray(root, args.object_store_gib):
         t1 = time.perf_counter()
-        stats = run_prepare(_prepare_cfg(root, out), RunDir(str(out)))
+        stats = run_prepare(prepare_config(_prepare_cfg(root, out)), RunDir(str(out)))
         t2 = time.perf_counter()
     return {"seconds_prepare": round(t2 - t1, 2), "seconds_ray_start": round(t1 - t0, 2), "stats_seconds": stats["seconds"],
             "n_items": stats["n_items"], "n_users": stats["n_users"], "n_interactions": stats["n_interactions"],

@@ -1,7 +1,8 @@
 """The pipeline: prepare → semantics → train → evaluate over one run directory.
 
 The one place that composes: it takes the whole :class:`Config` and hands each stage
-only its part (:func:`semantics_config`, :func:`train_config`, :func:`evaluate_config`),
+only its part (:func:`prepare_config`, :func:`semantics_config`, :func:`train_config`,
+:func:`evaluate_config`),
 so a stage never sees, or imports, the top-level config. Each stage is a plain function
 ``run_<stage>(part, run, ...)`` in its package; this module orders them, times them and
 writes the summary.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from semacdr_dist.config import Config, model_configs
+from semacdr_dist.data.config import PrepareStageConfig
 from semacdr_dist.hardware import machine_summary, resolve_dtype, resolve_precision
 from semacdr_dist.lease import RunLease
 from semacdr_dist.manifest import check_unchanged, ensure_run_dir
@@ -35,6 +37,11 @@ STAGES = ("prepare", "semantics", "train", "evaluate")
 # Models whose item tower reads the semantic features (the others need no LLM stage).
 FEATURE_MODELS = {"semacdr", "sasrec_text", "llm4cdsr"}
 SUMMARY_METRICS = ("ndcg@10", "hr@10", "mrr@10")
+
+
+def prepare_config(cfg: Config) -> PrepareStageConfig:
+    """The prepare stage's part of ``cfg``."""
+    return PrepareStageConfig(data=cfg.data, seed=cfg.seed, force=cfg.force)
 
 
 def semantics_config(cfg: Config) -> SemanticsStageConfig:
@@ -65,8 +72,9 @@ def stage_part(cfg: Config, stage: str) -> Any:
         return train_config(cfg, model)
     if kind in ("eval", "evaluate"):
         return evaluate_config(cfg)
-    # prepare still reads the top-level config (data, seed, force): data/prepare.py takes it as is
-    return cfg
+    if kind == "prepare":
+        return prepare_config(cfg)
+    raise ValueError(f"unknown stage {stage!r}")
 
 
 def run_stage(cfg: Config, run: RunDir, stage: str, model: str | None = None) -> dict:
@@ -74,7 +82,7 @@ def run_stage(cfg: Config, run: RunDir, stage: str, model: str | None = None) ->
     if stage == "prepare":
         from semacdr_dist.data.prepare import run_prepare
 
-        return run_prepare(cfg, run)
+        return run_prepare(prepare_config(cfg), run)
     if stage == "semantics":
         from semacdr_dist.semantics.stage import run_semantics
 

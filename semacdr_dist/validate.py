@@ -6,8 +6,7 @@ before Ray starts or a file is touched. String switches are enums in their
 package's dataclass (Hydra refuses a bad choice at composition); packages keep
 their own detailed checks (model/config.py, evaluate/config.py: each rule in one
 place); this module holds the rules that span the tree: signs and ranges of every
-number, the choices of the string switches still typed ``str``, and model names
-that can never load.
+number and model names that can never load.
 """
 
 from __future__ import annotations
@@ -55,12 +54,6 @@ OPEN_UNIT = {"llm.top_p", "llm.gpu_memory_utilization"}
 # String switches typed as plain str in their dataclass. The others are enums (train.precision,
 # train.schedule, llm.backend, llm.dtype, encoder.backend, encoder.dtype...): Hydra refuses a
 # bad value of those at composition, naming the key and the choices.
-CHOICES = {
-    "data.source": ("synthetic", "llmcdsr", "amazon2018", "amazon2023", "tabular"),
-    "data.on_bad_rows": ("error", "reject"),
-    "data.train_examples": ("all", "last_n"),
-    "data.shuffle": ("sort", "hash"),
-}
 PACKAGED_MODELS = {"llm.model": ("smollm2-135m-instruct",),
                    "encoder.model": ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")}
 
@@ -92,9 +85,7 @@ def validate_config(cfg: Config) -> None:
                 raise ConfigError(key, value, "must be within [{}, {}]".format(*RANGES[key]))
             if key in POSITIVE and value <= 0:
                 raise ConfigError(key, value, "must be > 0")
-        if key in CHOICES and value not in CHOICES[key]:
-            raise ConfigError(key, value, f"must be one of {', '.join(CHOICES[key])}")
-    if cfg.data.source != "synthetic" and cfg.data.source in ("llmcdsr", "tabular") and not (
+    if cfg.data.source in ("llmcdsr", "tabular") and not (
             cfg.data.path or cfg.data.tabular.items):
         raise ConfigError("data.path", cfg.data.path, f"data.source={cfg.data.source} needs an input directory")
     for key, name in (("llm.model", cfg.llm.model), ("encoder.model", cfg.encoder.model)):

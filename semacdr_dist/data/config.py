@@ -3,6 +3,32 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+from semacdr_dist.errors import as_choice
+
+
+class Source(StrEnum):
+    synthetic = "synthetic"  # the embedded default catalog
+    llmcdsr = "llmcdsr"  # LLMCDSR's / C2DSR's released splits (Food-Kitchen)
+    amazon2018 = "amazon2018"
+    amazon2023 = "amazon2023"
+    tabular = "tabular"  # items + interactions files (csv / parquet)
+
+
+class OnBadRows(StrEnum):
+    error = "error"  # stop at the first bad row (file, row, rule)
+    reject = "reject"  # write bad rows to rejected/ and go on
+
+
+class TrainExamples(StrEnum):
+    all = "all"  # a train example at every position
+    last_n = "last_n"  # only at the last `train_last_n` positions
+
+
+class Shuffle(StrEnum):
+    sort = "sort"
+    hash = "hash"
 
 
 @dataclass
@@ -57,16 +83,15 @@ class TabularConfig:
 
 @dataclass
 class DataConfig:
-    # synthetic | llmcdsr | amazon2018 | amazon2023 | tabular (synthetic: the embedded default)
-    source: str = "synthetic"
+    source: Source = Source.synthetic
     # Input directory for llmcdsr / tabular sources (unused by synthetic and amazon).
     path: str | None = None
     # error: stop at the first bad row (file, row, rule); reject: write bad rows to rejected/.
-    on_bad_rows: str = "error"
+    on_bad_rows: OnBadRows = OnBadRows.error
     # Most recent items kept per history (50: SASRec's usual length on Amazon data).
     max_history: int = 50
     # Train examples at every position (all) or only at the last `train_last_n` positions (last_n).
-    train_examples: str = "all"
+    train_examples: TrainExamples = TrainExamples.all
     train_last_n: int = 1
     # Iteratively drop users and items with fewer than k interactions (0 = off; 5 is the usual Amazon choice).
     k_core: int = 0
@@ -76,10 +101,27 @@ class DataConfig:
     num_partitions: int = 0
     # Shuffle of the per-user pass: sort (Ray tasks; cheapest to start, the default on small clusters)
     # or hash (Ray's hash-shuffle aggregator actors; better for very large dumps).
-    shuffle: str = "sort"
+    shuffle: Shuffle = Shuffle.sort
     # Options of the synthetic catalog.
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     # Amazon domains (amazon2018 / amazon2023): any number, order = domain index.
     domains: list[AmazonDomainConfig] = field(default_factory=list)
     # Files of the tabular source.
     tabular: TabularConfig = field(default_factory=TabularConfig)
+
+    def __post_init__(self) -> None:
+        self.source = as_choice(Source, self.source, "data.source")
+        self.on_bad_rows = as_choice(OnBadRows, self.on_bad_rows, "data.on_bad_rows")
+        self.train_examples = as_choice(TrainExamples, self.train_examples, "data.train_examples")
+        self.shuffle = as_choice(Shuffle, self.shuffle, "data.shuffle")
+
+
+@dataclass
+class PrepareStageConfig:
+    """Everything the prepare stage reads; the pipeline assembles it (`pipeline.prepare_config`)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    # The run's seed (synthetic catalog, leave-one-out tie breaks).
+    seed: int = 0
+    # Redo a finished prepare stage (the previous outputs come back if the redo fails).
+    force: bool = False

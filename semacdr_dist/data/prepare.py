@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from semacdr_dist.data.config import DataConfig
+from semacdr_dist.data.config import DataConfig, PrepareStageConfig
 from semacdr_dist.data.readers.base import ROW_COL, RULE_DUPLICATE
 from semacdr_dist.data.schemas import (
     INTERACTIONS,
@@ -288,7 +288,7 @@ def _per_user_pass(ds, n_parts: int, fn, kwargs: dict) -> pa.Table:
     return pa.concat_tables([REJECTED.empty_table(), *[p.cast(REJECTED) for p in parts]])
 
 
-def run_prepare(cfg, run: RunDir) -> dict:
+def run_prepare(cfg: PrepareStageConfig, run: RunDir) -> dict:
     """Run the prepare stage (Ray session opened by the caller); returns stats.json's content.
 
     A finished stage (``prepare/_SUCCESS.json``) is skipped unless ``cfg.force``.
@@ -307,7 +307,7 @@ def run_prepare(cfg, run: RunDir) -> dict:
         return _prepare(cfg, run)
 
 
-def _prepare(cfg, run: RunDir) -> dict:
+def _prepare(cfg: PrepareStageConfig, run: RunDir) -> dict:
     import ray
 
     data: DataConfig = cfg.data

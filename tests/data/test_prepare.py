@@ -19,6 +19,7 @@ from semacdr_dist.data.readers.base import (
     RULE_UNKNOWN_ITEM,
 )
 from semacdr_dist.data.schemas import INTERACTIONS, ITEMS, SEQUENCES, DataValidationError
+from semacdr_dist.pipeline import prepare_config
 from semacdr_dist.rundir import RunDir
 
 from .test_readers import write_llmcdsr
@@ -31,7 +32,7 @@ def _cfg(tmp_path, *overrides):
 
 def test_synthetic_end_to_end(ray_local, tmp_path):
     cfg, run = _cfg(tmp_path, "data.num_partitions=3")
-    stats = run_prepare(cfg, run)
+    stats = run_prepare(prepare_config(cfg), run)
     items = run.read_table("items")
     inter = run.read_table("interactions")
     assert items.schema.equals(ITEMS) and items["item_id"].to_pylist() == list(range(300))
@@ -66,18 +67,18 @@ def test_synthetic_end_to_end(ray_local, tmp_path):
     # idempotent: a rerun skips, force redoes
     marker = run.path("prepare", "_SUCCESS.json")
     mtime = run.fs.get_file_info(marker).mtime
-    assert run_prepare(cfg, run) == stats
+    assert run_prepare(prepare_config(cfg), run) == stats
     assert run.fs.get_file_info(marker).mtime == mtime
     cfg.force = True
     cfg.data.train_examples, cfg.data.train_last_n = "last_n", 2
-    again = run_prepare(cfg, run)
+    again = run_prepare(prepare_config(cfg), run)
     assert again["examples"]["train"] == sum(min(2, len(h) - 3) for h in per_user.values())
     assert run.fs.get_file_info(marker).mtime != mtime
 
 
 def test_llmcdsr_shipped_split(ray_local, tmp_path):
     cfg, run = _cfg(tmp_path, "data=food_kitchen", f"data.path={write_llmcdsr(tmp_path / 'fk')}", "data.max_history=2")
-    stats = run_prepare(cfg, run)
+    stats = run_prepare(prepare_config(cfg), run)
     assert stats["split"] == "shipped" and stats["examples"] == {"train": 2 + 1 + 2 + 3, "valid": 1, "test": 2}
     test = run.read_table("sequences", "test").sort_by("user_id").to_pylist()
     assert [(t["history"], t["target"], t["target_domain"]) for t in test] == [([3, 1], 4, "kitchen"), ([2], 0, "food")]
@@ -86,7 +87,7 @@ def test_llmcdsr_shipped_split(ray_local, tmp_path):
 @pytest.mark.slow
 def test_food_kitchen_prepare(ray_local, tmp_path, food_kitchen_dir):
     cfg, run = _cfg(tmp_path, "data=food_kitchen", f"data.path={food_kitchen_dir}")
-    stats = run_prepare(cfg, run)
+    stats = run_prepare(prepare_config(cfg), run)
     assert stats["n_items"] == 36_298 and stats["items_per_domain"] == {"food": 8_661, "kitchen": 27_637}
     assert stats["examples"]["valid"] == 960 and stats["examples"]["test"] == 937
 
@@ -128,7 +129,7 @@ def test_bad_input_error_mode(ray_local, tmp_path, case):
     root = _write_tabular(tmp_path / "raw", **kwargs)
     cfg, run = _cfg(tmp_path, "data.source=tabular", f"data.path={root}")
     with pytest.raises(DataValidationError) as err:
-        run_prepare(cfg, run)
+        run_prepare(prepare_config(cfg), run)
     assert file in err.value.file and err.value.row == row and rule in err.value.rule, str(err.value)
     assert not run.is_done("prepare")
 
@@ -140,7 +141,7 @@ def test_domain_emptied_by_k_core(ray_local, tmp_path):
     root = _write_tabular(tmp_path / "raw", inter_rows=inter)
     cfg, run = _cfg(tmp_path, "data.source=tabular", f"data.path={root}", "data.k_core=2")
     with pytest.raises(DataValidationError) as err:
-        run_prepare(cfg, run)
+        run_prepare(prepare_config(cfg), run)
     assert "b" in err.value.file and "domain 'b' is empty (no valid interactions after the 2-core filter)" in err.value.rule
     assert not run.is_done("prepare") and not run.exists("sequences")
 
@@ -154,7 +155,7 @@ def test_bad_input_reject_mode(ray_local, tmp_path):
     ]
     root = _write_tabular(tmp_path / "raw", items, inter)
     cfg, run = _cfg(tmp_path, "data.source=tabular", f"data.path={root}", "data.on_bad_rows=reject")
-    stats = run_prepare(cfg, run)
+    stats = run_prepare(prepare_config(cfg), run)
     rej = run.read_table("rejected").to_pylist()
     got = sorted((r["file"].rsplit("/", 1)[1], r["row"], r["rule"]) for r in rej)
     assert got == [
@@ -178,7 +179,7 @@ def test_k_core(ray_local, tmp_path):
     items = [(1, "a", "A1", "Tea"), (3, "b", "B1", "Kettle"), (4, "b", "B2", "Knife"), (5, "b", "B3", "Pan"), (6, "a", "A3", "Jam")]
     root = _write_tabular(tmp_path / "raw", items, inter)
     cfg, run = _cfg(tmp_path, "data.source=tabular", f"data.path={root}", "data.k_core=3")
-    stats = run_prepare(cfg, run)
+    stats = run_prepare(prepare_config(cfg), run)
     assert stats["k_core"]["interactions_removed"] == 4 and stats["n_items"] == 3
     assert run.read_table("items")["raw_id"].to_pylist() == ["A1", "B1", "B2"]
     inter_out = run.read_table("interactions")

@@ -11,6 +11,7 @@ from semacdr_dist.config import load_config
 from semacdr_dist.data.catalog import load_catalog
 from semacdr_dist.data.prepare import run_prepare
 from semacdr_dist.data.readers.base import RULE_DUPLICATE_ITEM
+from semacdr_dist.pipeline import prepare_config
 from semacdr_dist.rundir import RunDir
 
 
@@ -37,7 +38,7 @@ def test_items_in_many_shards_and_parts(ray_local, tmp_path):
     cfg = load_config(["data.source=tabular", f"data.path={tmp_path}", "data.on_bad_rows=reject",
                        "data.chunk_rows=16", f"run_dir={tmp_path / 'run'}"])
     run = RunDir(cfg.run_dir)
-    stats = run_prepare(cfg, run)
+    stats = run_prepare(prepare_config(cfg), run)
 
     order = ["b", "a", "c"]
     want = sorted(zip([order.index(d) for d in domains], raw_ids.tolist(), strict=True))

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from semacdr_dist.config import load_config
+from semacdr_dist.data.config import DataConfig, Source
 from semacdr_dist.errors import ConfigError
 
 from .conftest import cli, error_lines
@@ -18,7 +19,6 @@ from .conftest import cli, error_lines
     ("data.max_history=-5", "data.max_history=-5: must be >= 1"),
     ("llm.model=nosuch", "llm.model='nosuch': not a packaged model (smollm2-135m-instruct)"),
     ("encoder.model=nosuch", "encoder.model='nosuch': not a packaged model (all-MiniLM-L6-v2"),
-    ("data.on_bad_rows=skip", "data.on_bad_rows='skip': must be one of error, reject"),
     ("llm.top_p=0", "llm.top_p=0.0: must be within (0, 1]"),
     ("train.lr=-0.1", "train.lr=-0.1: must be >= 0"),
     ("data.synthetic.cold_start_share=1.5", "must be within [0, 1]"),
@@ -29,11 +29,19 @@ def test_bad_values_are_rejected_at_load_time(override, expected):
     assert expected in str(err.value)
 
 
+def test_string_switches_built_in_python_are_checked():
+    """Hydra refuses a bad choice at composition; a dataclass built in Python checks it too."""
+    with pytest.raises(ConfigError, match=r"data.on_bad_rows='skip': must be one of error, reject"):
+        DataConfig(on_bad_rows="skip")
+    assert DataConfig(source="tabular").source is Source.tabular
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["prepare", "data.max_history=-5"], "error: data.max_history=-5: must be >= 1"),
     (["semantics", "llm.model=nosuch"], "error: llm.model='nosuch': not a packaged model"),
     (["config", "data.max_history=abc"], "data.max_history"),
     (["config", "train.epochz=3"], "train.epochz"),
+    (["config", "data.on_bad_rows=skip"], "data.on_bad_rows: Invalid value 'skip', expected one of [error, reject]"),
 ])
 def test_cli_prints_one_line(args, expected, tmp_path):
     proc = cli(*args, f"run_dir={tmp_path / 'run'}", timeout=120)

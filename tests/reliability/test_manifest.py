@@ -13,7 +13,7 @@ from semacdr_dist.data.prepare import run_prepare
 from semacdr_dist.data.schemas import DataValidationError
 from semacdr_dist.evaluate.stage import run_evaluate
 from semacdr_dist.manifest import MANIFEST, ConfigChanged, InputError, verify_inputs
-from semacdr_dist.pipeline import evaluate_config, run_pipeline, train_config
+from semacdr_dist.pipeline import evaluate_config, prepare_config, run_pipeline, train_config
 from semacdr_dist.rundir import RunDir
 from semacdr_dist.train.stage import run_train
 
@@ -73,7 +73,7 @@ def test_failed_force_redo_restores_the_previous_outputs(ray_local, run_copy, tm
     cfg.data.source = "amazon2023"
     cfg.data.domains = [AmazonDomainConfig(name=d, reviews=str(reviews), metadata=str(meta)) for d in ("a", "b")]
     with pytest.raises(DataValidationError, match=r"reviews\.jsonl\.gz: truncated or corrupt compressed file"):
-        run_prepare(cfg, RunDir(run_copy))
+        run_prepare(prepare_config(cfg), RunDir(run_copy))
     after = {p.relative_to(run_copy): p.stat().st_size for p in run_copy.rglob("*") if p.is_file()}
     after = {k: v for k, v in after.items() if not str(k).startswith(("_replaced", "_lease"))}
     assert after == before
@@ -90,7 +90,7 @@ def test_changed_config_on_a_finished_stage_is_refused(run_copy):
     with pytest.raises(ConfigChanged):  # a later stage alone cannot rewrite the data's config either
         run_pipeline(cfg, stages=("evaluate",))
     with pytest.raises(ConfigChanged):
-        run_prepare(cfg, RunDir(run_copy))
+        run_prepare(prepare_config(cfg), RunDir(run_copy))
     assert (run_copy / "config.yaml").read_bytes() == config_before
     # runtime-only keys (partitions, shards) are not a different stage
     from semacdr_dist.manifest import should_skip

@@ -6,7 +6,7 @@ import pytest
 
 from semacdr_dist.data.prepare import run_prepare
 from semacdr_dist.manifest import NotARunDir
-from semacdr_dist.pipeline import run_pipeline
+from semacdr_dist.pipeline import prepare_config, run_pipeline
 from semacdr_dist.rundir import RunDir
 
 from .conftest import cli, error_lines, small_cfg
@@ -20,7 +20,7 @@ def test_prepare_refuses_a_foreign_non_empty_directory(tmp_path):
     with pytest.raises(NotARunDir, match=r"not a semacdr-dist run directory"):
         run_pipeline(small_cfg(d), stages=("prepare",))  # refused before Ray starts
     with pytest.raises(NotARunDir):
-        run_prepare(small_cfg(d), RunDir(d))
+        run_prepare(prepare_config(small_cfg(d)), RunDir(d))
     assert (d / "items" / "notes.txt").read_text() == "x"
     assert not (d / "config.yaml").exists()
 
@@ -35,7 +35,7 @@ def test_force_redo_keeps_files_it_did_not_write(run_copy):
     (run_copy / "my-analysis.csv").write_text("a,b\n")
     before = sorted(p.name for p in (run_copy / "sequences" / "test").iterdir())
     cfg = small_cfg(run_copy, "force=true")
-    run_prepare(cfg, RunDir(run_copy))
+    run_prepare(prepare_config(cfg), RunDir(run_copy))
     assert (run_copy / "items" / "notes.txt").read_text() == "mine"
     assert (run_copy / "my-analysis.csv").exists()
     assert sorted(p.name for p in (run_copy / "sequences" / "test").iterdir()) == before
