@@ -93,6 +93,15 @@ def _valid_batches(config: dict, domains: list[str], rank: int, world: int, devi
     return batches, weights
 
 
+def _allocator() -> str:
+    """The malloc this worker runs on (trainer.worker_malloc_env picks it): jemalloc or glibc."""
+    try:
+        with open("/proc/self/maps") as f:
+            return "jemalloc" if "jemalloc" in f.read() else "glibc"
+    except OSError:
+        return "unknown"
+
+
 def _agreed_precision(tcfg: TrainConfig) -> str:
     """``train.precision`` resolved on this worker's machine, the same on every rank.
 
@@ -193,6 +202,7 @@ def train_loop_per_worker(config: dict) -> None:
         # One intra-op thread per CPU the worker holds (1 worker x 2 CPUs beats 2 x 1 on 2 cores).
         torch.set_num_threads(max(1, int(tcfg.resources_per_worker.get("CPU", 1))))
 
+    log.info("rank %d allocator: %s", rank, _allocator())
     catalog, features = load_inputs(run, config["with_features"])
     from semacdr_dist.model import build_model
 
