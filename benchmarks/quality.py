@@ -141,6 +141,13 @@ TUNING_NOTES = [
 ]
 
 
+def machine_line(machine: dict | None) -> str | None:
+    """One line naming a run record's CPU: model, cores, the flags that decide kernel speed."""
+    if not machine:
+        return None
+    return f"{machine['cpu_model']}, {machine['cores']} cores, flags {' '.join(machine.get('flags', [])) or 'none'}"
+
+
 def record_path(kind: str, *parts: str) -> Path:
     """Where the committed record of one finished run lives: quality_runs/<kind>/<parts>.json."""
     return RECORDS.joinpath(kind, *parts[:-1], f"{parts[-1]}.json")
@@ -480,6 +487,14 @@ def markdown(result: dict) -> str:
                 f"{r['epochs_run']} ({r['best_epoch']}) {'**cap**' if r['stopped_by'] == 'cap' else r['stopped_by']}"
                 for r in conv.get(variant, [])) or "–")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    machines: dict[str, list[str]] = {}
+    for variant, rs in conv.items():
+        for r in rs:
+            machines.setdefault(r.get("machine") or "not recorded", []).append(f"{variant} s{r['seed']}")
+    if machines:
+        lines += ["", "Where each run trained (the table is built over sittings on different boxes; every run "
+                  "in float32, so the CPU changes the time, not the numbers beyond run-to-run noise):", ""]
+        lines += [f"- {m}: {', '.join(rs)}" for m, rs in machines.items()]
     if any(r.get("stopped_by") == "cap" for rs in conv.values() for r in rs):
         lines += ["", "**cap**: stopped by the epoch cap, not by patience: that run may not have converged."]
     gate_cols = [c for c in cols if c.startswith("gate/") and not c.endswith("/n")]
@@ -626,6 +641,7 @@ def main() -> int:
                 "seed": seed, "epochs_run": trained.get("epochs_run", trained.get("epochs")),
                 "best_epoch": trained.get("best_epoch"), "stopped_by": trained.get("stopped_by"),
                 "minutes": round(float(trained.get("seconds") or 0.0) / 60, 2),
+                "machine": machine_line(saved.get("machine")),
             })
             metrics = dict(evaluated.get("metrics", evaluated))
             if args.split == "test":

@@ -62,8 +62,11 @@ def test_markdown_flags_cap_stopped_runs_and_shows_gate_and_published_999():
                            "columns": ["test/ndcg@10", "gate/cold/source", "test/sampled999/food/hr@10"],
                            "table": table, "runs": {"semacdr": [{}]}, "published_999": quality.PUBLISHED_999,
                            "convergence": {"semacdr": [{"seed": 0, "epochs_run": 50, "best_epoch": 48,
-                                                        "stopped_by": "cap", "minutes": 3.0}]}})
+                                                        "stopped_by": "cap", "minutes": 3.0,
+                                                        "machine": quality.machine_line(
+                                                            {"cpu_model": "Xeon", "cores": 2, "flags": ["avx2"]})}]}})
     assert "| 50 (48) **cap** |" in md and "may not have converged" in md
+    assert "- Xeon, 2 cores, flags avx2: semacdr s0" in md
     assert "- semacdr: cold 0.500 / nan / nan" in md
     assert "| ABXI (published) | 0.3243 | 0.1971 | 0.2438 | 0.1427 |" in md
     assert "| semacdr (ours) | 0.3000 | – | – | – |" in md
