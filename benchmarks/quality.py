@@ -103,10 +103,11 @@ NOTES = {
         "sampled999: the target ranked against 999 target-domain items the user never touched "
         "(uniform, seeded); ABXI's published figures use C2DSR's copy of Food-Kitchen, whose split was "
         "not checked against this release, so they are context, not a like-for-like comparison.",
-        "Sitting of 2026-12-06 (evening): the unfinished seed-0 runs ran at load average 40-60 beside other "
-        "jobs (200 and 140 seq/s instead of ~1,500 on a free core), so their min/epoch says nothing about the "
-        "protocol's cost. Train workers now run with a fixed glibc mmap threshold: SemaCDR's worker RSS was "
-        "901 MiB after epoch 0 and 934 MiB after epoch 1, where it grew ~1 GB per epoch before.",
+        "Throughput (seed 0, sitting of 2026-12-06 night, Intel Xeon with AVX-512/AMX/native bf16, 2 cores, "
+        "two runs at a time, float32): SemaCDR ~1,350 seq/s (~4.4 min per epoch), LLM4CDSR ~800 seq/s "
+        "(~7.3 min). Train workers run on Ray's jemalloc: the earlier fixed 1 MB glibc mmap threshold "
+        "(which had stopped ~1 GB/epoch RSS growth) cost 0.62x throughput in page faults; with jemalloc "
+        "the worker RSS stays flat across epochs (worker/rss_mb in each run's metrics).",
     ],
 }
 
