@@ -134,11 +134,10 @@ TUNING: dict[str, dict[str, list[str]]] = {
 
 # What a reader of tuning.md needs to know about how far the search got (edited by hand per sitting).
 TUNING_NOTES = [
-    "2026-12-06 sitting (2 cores shared with another engineer's nice-0 benchmarks; our jobs at nice 19): only "
-    "the table settings of SemaCDR and LLM4CDSR (seed 0) were started, 4 epochs each, stopped by the session's "
-    "time and by worker memory (RSS grows ~1 GB per epoch), not by the protocol; the alternatives were not run, "
-    "so nothing is chosen yet. The per-epoch valid curves compare the two models at equal epochs only: "
-    "LLM4CDSR at its reference dropout 0.5 may still be rising when SemaCDR (dropout 0.2) stops.",
+    "2026-12-06 night (Intel Xeon, AVX-512/AMX, 2 cores, float32): the table settings of SemaCDR and LLM4CDSR "
+    "finished under the protocol on seed 0 (they are the table's seed-0 runs); the two alternative settings of "
+    "each were not run yet, so nothing is chosen beyond the table settings. SemaCDR peaked at epoch 7 and "
+    "LLM4CDSR (reference dropout 0.5) later, so an lr or dropout row may matter more than the view rows.",
 ]
 
 
