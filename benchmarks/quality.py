@@ -527,6 +527,10 @@ def markdown(result: dict) -> str:
             lines += [f"- {v}" for v in verdicts]
     if result.get("vs_strongest"):
         lines += ["", f"Ratios of means, SemaCDR / {result['strongest_baseline']} (the strongest baseline by test NDCG@10):", ""]
+        if result.get("baselines_not_finished"):
+            lines += [f"**Provisional**: strongest among the baselines that finished; "
+                      f"{', '.join(result['baselines_not_finished'])} ha{'s' if len(result['baselines_not_finished']) == 1 else 've'} "
+                      "no finished run yet.", ""]
         lines += [f"- {k}: {v:.3f}" for k, v in result["vs_strongest"].items()]
         verdicts = strongest_verdicts(result["vs_strongest"], result.get("domains", []))
         if verdicts:
@@ -750,6 +754,9 @@ def main() -> int:
         "table": table,
         "ratios": ratios,
         "strongest_baseline": strongest,
+        # Baselines asked for with no finished run: "strongest" is only among those that finished.
+        "baselines_not_finished": [v for v in args.variants if v in ("sasrec", "pop", "sasrec_text", "llm4cdsr")
+                                   and v not in table],
         "vs_strongest": vs_strongest,
         "domains": domains,
         "runs": per_variant,

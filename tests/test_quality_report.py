@@ -31,8 +31,11 @@ def test_markdown_table_has_mean_sd_ratios_and_command():
                            "machine": "x86_64, 2 cores", "seconds": 60.0, "columns": cols, "table": table,
                            "ratios": ratios, "domains": ["food"], "runs": rows,
                            "protocol": {"loss": "sampled", "epochs": 1},
-                           "train_seconds": {"semacdr": [60.0, 180.0], "sasrec": []}})
+                           "train_seconds": {"semacdr": [60.0, 180.0], "sasrec": []},
+                           "strongest_baseline": "sasrec", "vs_strongest": ratios,
+                           "baselines_not_finished": ["llm4cdsr"]})
     assert "Command: `python benchmarks/quality.py`" in md
+    assert "**Provisional**: strongest among the baselines that finished; llm4cdsr has no finished run yet." in md
     assert "| semacdr | 2 | 0.4000 ± 0.1414 | 0.3000 ± 0.1414 | 2.0 |" in md
     assert "| sasrec | 2 | 0.2000 ± 0.0000 | 0.2000 ± 0.0000 | – |" in md
     assert "Training, every variant: loss sampled, epochs 1." in md
