@@ -185,10 +185,14 @@ class SentenceTransformerEncoder:
         vec = self.model.encode(
             texts,
             batch_size=self.cfg.batch_size,
-            normalize_embeddings=self.cfg.normalize,
-            convert_to_numpy=True,
+            convert_to_tensor=True,
             show_progress_bar=False,
         )
+        # Normalised in float32, after the cast: a bf16 model (dtype auto on CPUs with native
+        # bf16) normalising in bf16 leaves norms 1 +- 3e-3, which breaks "dot product = cosine".
+        vec = vec.float().cpu().numpy()
+        if self.cfg.normalize:
+            vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(vec, dtype=np.float32)
 
 

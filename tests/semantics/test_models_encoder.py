@@ -42,8 +42,10 @@ def test_encoder_shapes_and_determinism(ray_local):
     np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
     assert enc.encode([]).shape == (0, 384)
     # MiniLM's own pipeline ends in a Normalize module, so normalize=False changes nothing here
+    # beyond rounding: in bf16 (dtype auto on CPUs with native bf16) that module's output is
+    # only bf16-normal; our float32 renormalisation moves it by up to ~1e-3.
     raw = SentenceTransformerEncoder(path, EncoderConfig(normalize=False)).encode(texts[:2])
-    np.testing.assert_allclose(raw, a[:2], atol=1e-5)
+    np.testing.assert_allclose(raw, a[:2], atol=1e-5 if enc.dtype == "float32" else 3e-3)
     # related texts are closer than unrelated ones (the encoder is real)
     assert a[0] @ enc.encode(["heavy frying pan"])[0] > a[1] @ enc.encode(["heavy frying pan"])[0]
     # the same vectors from the Ray Data map the stage encodes features/ with

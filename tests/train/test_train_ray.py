@@ -112,7 +112,7 @@ def test_resume_from_checkpoint_gives_identical_parameters(zero1):
 
     run, _ = zero1
     saved = _checkpoint_of_epoch(run, "semacdr", 0)
-    trainer = build_trainer(run, semacdr_cfg(), train_cfg(zero_stage=1), name="semacdr_resumed",
+    trainer = build_trainer(run, semacdr_cfg(), train_cfg(zero_stage=1, precision="fp32"), name="semacdr_resumed",
                             resume_from=saved)
     result = trainer.fit()
     assert result.error is None
