@@ -122,22 +122,26 @@ TUNING: dict[str, dict[str, list[str]]] = {
         "table: pca64-whiten + id-text 0.1": [],
         "raw views, no id-text": ["model.view_pca_dim=0", "model.view_whiten=false", "model.id_text_weight=0"],
         "pca64 (not whitened) + id-text 0.1": ["model.view_whiten=false"],
+        # Seed 0 peaked at epoch 7 while LLM4CDSR (dropout 0.5) was still rising at epoch 14.
+        "table + dropout 0.5": ["model.dropout=0.5"],
     },
     "llm4cdsr": {
         "table: paper h128 d0.5 a0.1 b0.1": [],
         "paper h128 d0.5 a1 b1": ["model.contrastive_weight=1.0", "model.user_contrastive_weight=1.0"],
         "h64 d0.2 pca64": ["model.hidden_dim=64", "model.num_heads=2", "model.dropout=0.2", "model.pca_dim=64",
                            "model.adapter_hidden=128"],
+        "paper h128 d0.5 a0.1 b0.1, lr 1e-3": ["train.lr=0.001"],
     },
 }
 
 
 # What a reader of tuning.md needs to know about how far the search got (edited by hand per sitting).
 TUNING_NOTES = [
-    "2026-12-06 night (Intel Xeon, AVX-512/AMX, 2 cores, float32): the table settings of SemaCDR and LLM4CDSR "
-    "finished under the protocol on seed 0 (they are the table's seed-0 runs); the two alternative settings of "
-    "each were not run yet, so nothing is chosen beyond the table settings. SemaCDR peaked at epoch 7 and "
-    "LLM4CDSR (reference dropout 0.5) later, so an lr or dropout row may matter more than the view rows.",
+    "2026-12-06/07 night (Intel Xeon, AVX-512/AMX, 2 cores, float32): SemaCDR's table setting finished on seed 0 "
+    "(13 epochs, best valid NDCG@10 0.1009 at epoch 7); LLM4CDSR's table setting had reached 0.0955 at epoch 14 "
+    "and was still improving when the sitting ended (its run is lost with the scratch run directory). No "
+    "alternative setting ran yet, so nothing is chosen. A dropout-0.5 row for SemaCDR and an lr-1e-3 row for "
+    "LLM4CDSR were added (4 settings each) after seeing SemaCDR peak early.",
 ]
 
 
