@@ -137,11 +137,13 @@ def _keep_rows(batch: pa.Table, bad: bool) -> pa.Table:
     return batch.filter(mask if bad else pc.invert(mask))
 
 
-def _domain_counts(ds, domains: list[str]) -> list[int]:
-    """Rows per domain of a Ray dataset (one pass over its domain column)."""
+def _domain_counts(flagged, domains: list[str]) -> list[int]:
+    """Valid rows per domain of the materialized, flagged rows (two columns read; the lazy
+    `_keep_rows` filter is not run an extra time for it)."""
     counts = dict.fromkeys(domains, 0)
-    for batch in ds.select_columns(["domain"]).iter_batches(batch_format="pyarrow", batch_size=1 << 20):
-        for entry in pc.value_counts(batch.column("domain")).to_pylist():
+    for batch in flagged.select_columns(["domain", BAD_COL]).iter_batches(batch_format="pyarrow", batch_size=1 << 20):
+        good = batch.column("domain").filter(pc.is_null(batch.column(BAD_COL)))
+        for entry in pc.value_counts(good).to_pylist():
             if entry["values"] in counts:
                 counts[entry["values"]] += entry["counts"]
     return [counts[d] for d in domains]
@@ -338,7 +340,7 @@ def _prepare(cfg: PrepareStageConfig, run: RunDir) -> dict:
         good = flagged.map_batches(_keep_rows, batch_format="pyarrow", fn_kwargs={"bad": False})
         # A domain dump with no valid row fails here, before k-core and the per-user pass
         # (the expensive part at scale), not after them.
-        _require_domains(_domain_counts(good, domains), domains, data, "after id mapping")
+        _require_domains(_domain_counts(flagged, domains), domains, data, "after id mapping")
 
         kcore_info: dict = {}
         if data.k_core > 0:
