@@ -15,11 +15,13 @@ overall, per domain and for cold-start users, with the command that made it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import threading
@@ -38,6 +40,11 @@ RESULTS = REPO / "benchmarks" / "results"
 # a converged table takes many 3-hour sittings on 2 cores, and only what is committed outlives
 # a sitting, so a finished run is never trained twice. Run directories stay scratch space.
 RECORDS = RESULTS / "quality_runs"
+# The carry of each run still training (semacdr_dist/train/carry.py: safetensors + JSON, refreshed
+# after every epoch), committed at the end of a sitting: a run longer than a sitting (LLM4CDSR,
+# ~25 epochs of ~7 min on 2 cores) goes on in the next one from its last epoch. Deleted once the
+# run's record is written.
+CARRY = REPO / "benchmarks" / "carry"
 # prepare/ and semantics/ hold the manifests the train and evaluate stages verify their inputs by.
 SHARED_INPUTS = ("items", "interactions", "sequences", "features", "views", "prepare", "semantics", "stats.json")
 
@@ -157,13 +164,48 @@ def record_path(kind: str, *parts: str) -> Path:
     return RECORDS.joinpath(kind, *parts[:-1], f"{parts[-1]}.json")
 
 
-def save_record(run: RunDir, name: str, path: Path, evaluated: bool, extra: dict | None = None) -> dict:
-    """Write the record of a finished run (train done; and evaluate, if `evaluated`)."""
+def carry_path(kind: str, *parts: str) -> Path:
+    """Where the carry of one unfinished run lives: carry/<kind>/<parts>/."""
+    return CARRY.joinpath(kind, *parts)
+
+
+@contextlib.contextmanager
+def carried(cfg, run: RunDir, carry: Path):
+    """Train inside this: the run starts from its carry (if it has one and no checkpoints of its
+    own), and the carry follows each new checkpoint. Yields the earlier sittings' part of the
+    run (`carry.json`: seconds, sittings, machines), {} for a run started in this sitting."""
+    from semacdr_dist.train.carry import keep_carry, restore_carry
+
+    name, tcfg = cfg.model.name, cfg.train
+    before = restore_carry(cfg, run, name, carry) or {}
+    if before:
+        print(f"{run.display()}: resumed from the carry {carry} (epoch {before['next_epoch']}, "
+              f"{before.get('sittings')} sitting(s), {before.get('seconds', 0) / 60:.0f} min so far)", flush=True)
+    if name == "pop":  # counted in one pass: nothing to carry
+        yield before
+        return
+    with keep_carry(cfg, run, name, carry, tcfg.monitor, tcfg.num_workers, tcfg.zero_stage, before=before):
+        yield before
+
+
+def save_record(run: RunDir, name: str, path: Path, evaluated: bool, extra: dict | None = None,
+                before: dict | None = None) -> dict:
+    """Write the record of a finished run (train done; and evaluate, if `evaluated`).
+
+    `before`: what earlier sittings spent on it (a restored carry); the record's train seconds
+    then count every sitting, and `sittings` lists their machines.
+    """
     from semacdr_dist.hardware import machine_summary
     from semacdr_dist.train.state import read_metrics
 
-    record = {"train": run.read_json(f"train/{name}/_SUCCESS.json"), "metrics": read_metrics(run, name),
-              "machine": machine_summary()}
+    train = run.read_json(f"train/{name}/_SUCCESS.json")
+    if before:
+        train = {**train, "seconds_this_sitting": train["seconds"],
+                 "seconds": float(train["seconds"]) + float(before.get("seconds", 0.0)),
+                 "sittings": int(before.get("sittings", 0)) + 1}
+    record = {"train": train, "metrics": read_metrics(run, name), "machine": machine_summary()}
+    if before:
+        record["earlier_machines"] = before.get("machines", [])
     if evaluated:
         record["eval"] = run.read_json(f"eval/{name}/metrics.json")
         record["extra"] = extra or {}
@@ -571,6 +613,8 @@ def main() -> int:
     ap.add_argument("--tune", action="store_true",
                     help="run the TUNING grid of --variants on the valid split (seed = first of --seeds); "
                          "writes benchmarks/results/tuning.{md,json}")
+    ap.add_argument("--setting", nargs="+", default=None, metavar="TEXT",
+                    help="with --tune: train only the settings whose name contains one of these")
     ap.add_argument("--parallel", type=int, default=1,
                     help="runs trained at the same time (threads of one driver, one Ray session)")
     ap.add_argument("--split", choices=["test", "valid"], default="test",
@@ -599,27 +643,32 @@ def main() -> int:
     unfinished: list[dict] = []  # started, not finished: valid scores so far (resumable)
     protocol: dict = {}
 
+    def table_run(variant: str, seed: int) -> None:
+        """Train + evaluate one run of the table and write its record (nothing if it has one)."""
+        path = record_path(args.data, f"seed{seed}", variant)
+        if load_record(path, evaluated=True):
+            return  # finished in an earlier sitting
+        domains = base.read_json("stats.json")["domains"]
+        run_dir = base_dir / f"seed{seed}" / variant
+        cfg = locked_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
+        run = RunDir(cfg.run_dir)
+        link_inputs(base, run_dir)
+        carry = carry_path(args.data, f"seed{seed}", variant)
+        with carried(cfg, run, carry) as before:
+            run_stage(cfg, run, "train", cfg.model.name)
+        run_stage(cfg, run, "evaluate", cfg.model.name)
+        extra = extra_metrics(run, cfg.model.name, domains, cfg.model.max_len, cfg.evaluate.seed,
+                              cfg.evaluate.cold_start_threshold)
+        save_record(run, cfg.model.name, path, evaluated=True, extra=extra, before=before)
+        shutil.rmtree(carry, ignore_errors=True)  # the record supersedes it
+
     def run_all(finished_only: bool) -> list[str]:
         """Train + evaluate (or, finished_only, read back) every run; returns the domains."""
         nonlocal protocol
         domains = base.read_json("stats.json")["domains"]
         order = run_order(args.variants, args.seeds)
         if not finished_only:  # train + evaluate, `--parallel` runs at a time; then read them all back
-            def job(variant: str, seed: int) -> None:
-                path = record_path(args.data, f"seed{seed}", variant)
-                if load_record(path, evaluated=True):
-                    return  # finished in an earlier sitting
-                run_dir = base_dir / f"seed{seed}" / variant
-                cfg = locked_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
-                run = RunDir(cfg.run_dir)
-                link_inputs(base, run_dir)
-                run_stage(cfg, run, "train", cfg.model.name)
-                run_stage(cfg, run, "evaluate", cfg.model.name)
-                extra = extra_metrics(run, cfg.model.name, domains, cfg.model.max_len, cfg.evaluate.seed,
-                                      cfg.evaluate.cold_start_threshold)
-                save_record(run, cfg.model.name, path, evaluated=True, extra=extra)
-
-            in_parallel(job, order, args.parallel)
+            in_parallel(table_run, order, args.parallel)
         for variant, seed in order:
             run_dir = base_dir / f"seed{seed}" / variant
             cfg = locked_config([*common, *VARIANTS[variant], f"seed={seed}", f"run_dir={run_dir}"])
@@ -674,18 +723,25 @@ def main() -> int:
             return record_path(args.data, "tuning", variant, tuning_dir(variant, tag).name)
         if not finished_only:
             def job(variant: str, tag: str) -> None:
+                if not TUNING[variant][tag]:  # the table's own setting: its table run (with test)
+                    return table_run(variant, seed)
                 if load_record(tuning_record_path(variant, tag), evaluated=False):
                     return  # finished in an earlier sitting
                 run_dir = tuning_dir(variant, tag)
                 cfg = locked_config([*common, *VARIANTS[variant], *TUNING[variant][tag], f"seed={seed}",
                                    f"run_dir={run_dir}"])
                 link_inputs(base, run_dir)
-                run_stage(cfg, RunDir(cfg.run_dir), "train", cfg.model.name)
-                save_record(RunDir(cfg.run_dir), cfg.model.name, tuning_record_path(variant, tag), evaluated=False)
+                run = RunDir(cfg.run_dir)
+                carry = carry_path(args.data, "tuning", variant, run_dir.name)
+                with carried(cfg, run, carry) as before:
+                    run_stage(cfg, run, "train", cfg.model.name)
+                save_record(run, cfg.model.name, tuning_record_path(variant, tag), evaluated=False, before=before)
+                shutil.rmtree(carry, ignore_errors=True)
 
             # Interleaved (the i-th setting of every model before the next), so a cut-short search
             # has given every model the same number of settings.
-            tags = {v: list(TUNING[v]) for v in args.variants if v in TUNING}
+            tags = {v: [t for t in TUNING[v] if not args.setting or any(x in t for x in args.setting)]
+                    for v in args.variants if v in TUNING}
             jobs = [(v, ts[i]) for i in range(max(map(len, tags.values()), default=0))
                     for v, ts in tags.items() if i < len(ts)]
             in_parallel(job, jobs, args.parallel)

@@ -89,3 +89,32 @@ def latest_complete_checkpoint(run, model_name: str, num_workers: int, zero_stag
         if all(run.exists(*root, name, f) for f in needed):
             return run.uri_of(*root, name)
     return None
+
+
+def best_saved_checkpoint(run, model_name: str, monitor: str) -> tuple[str, dict[str, Any]] | None:
+    """(URI, metrics) of the highest-`monitor` checkpoint on disk under `checkpoints/<model>/`.
+
+    Ray's result lists only the checkpoints its own run reported; a run resumed by a new
+    driver (after a kill, or from a carry) also has its earlier best on disk. Every reported
+    checkpoint writes its metrics into `state.json`; ties go to the earliest epoch.
+    """
+    root = ("checkpoints", model_name)
+    if not run.exists(*root):
+        return None
+    import pyarrow.fs as pafs
+
+    scored = []
+    for info in run.fs.get_file_info(pafs.FileSelector(run.path(*root))):
+        name = info.base_name
+        if info.type != pafs.FileType.Directory or not name.startswith("checkpoint_"):
+            continue
+        if not (run.exists(*root, name, PARAMS_FILE) and run.exists(*root, name, STATE_FILE)):
+            continue
+        metrics = run.read_json("/".join([*root, name, STATE_FILE])).get("metrics") or {}
+        score = metrics.get(monitor)
+        if isinstance(score, (int, float)) and score >= 0:
+            scored.append((score, -int(metrics.get("epoch", 0)), run.uri_of(*root, name), metrics))
+    if not scored:
+        return None
+    _, _, uri, metrics = max(scored, key=lambda s: (s[0], s[1]))
+    return uri, metrics

@@ -14,7 +14,7 @@ from typing import Any
 from semacdr_dist.manifest import finish_stage, owned_files, replacing, should_skip, verify_inputs
 from semacdr_dist.model.config import ModelConfig
 from semacdr_dist.rundir import RunDir
-from semacdr_dist.train.checkpoint import load_params
+from semacdr_dist.train.checkpoint import best_saved_checkpoint, load_params
 from semacdr_dist.train.config import TrainConfig, TrainStageConfig
 from semacdr_dist.train.state import load_inputs, needs_features, read_metrics
 
@@ -71,6 +71,11 @@ def fit_deepspeed(run: RunDir, model_cfg: ModelConfig, tcfg: TrainConfig, seed: 
     if result.error is not None:
         raise RuntimeError(f"training {model_cfg.name} failed: {result.error}") from result.error
     checkpoint, metrics = best_checkpoint(result, tcfg.monitor)
+    saved = best_saved_checkpoint(run, model_cfg.name, tcfg.monitor)
+    if saved is not None:  # also sees the best of an earlier driver (a killed one, or a carry's)
+        import ray.train
+
+        checkpoint, metrics = ray.train.Checkpoint(saved[0]), saved[1]
     with checkpoint.as_directory() as d:
         export_dir = export_from_checkpoint(run, model_cfg, d)
     records = read_metrics(run, model_cfg.name)

@@ -125,6 +125,45 @@ def test_resume_from_checkpoint_gives_identical_parameters(zero1):
         assert torch.equal(uninterrupted[k], resumed[k]), k
 
 
+def test_carry_moves_an_unfinished_run_to_a_fresh_directory_and_resumes_exactly(zero1, make_run, tmp_path):
+    """A run stopped after epoch 0, carried (safetensors + JSON) into a new run directory,
+    finishes with the uninterrupted run's parameters and best checkpoint."""
+    import shutil
+
+    from semacdr_dist.train.carry import CarryMismatch, restore_carry, save_carry
+    from semacdr_dist.train.config import TrainStageConfig
+
+    run, summary = zero1
+    model, train = semacdr_cfg(), train_cfg(zero_stage=1, precision="fp32")
+    stage_cfg = TrainStageConfig(model=model, train=train)
+    # The sitting that stopped: only epoch 0's checkpoint and record.
+    stopped = make_run(tmp_path / "stopped")
+    epoch0 = _checkpoint_of_epoch(run, "semacdr", 0)
+    shutil.copytree(epoch0, stopped.path("checkpoints", "semacdr", os.path.basename(epoch0)))
+    stopped.write_bytes("train/semacdr/metrics.jsonl", run.read_bytes("train/semacdr/metrics.jsonl").splitlines(True)[0])
+    carry = tmp_path / "carry"
+    info = save_carry(stage_cfg, stopped, "semacdr", carry, train.monitor, train.num_workers, train.zero_stage)
+    assert info["next_epoch"] == 1 and info["best_epoch"] == 0
+    assert not list(carry.rglob("*.pt"))  # nothing pickled travels
+
+    other = TrainStageConfig(model=model, train=train_cfg(zero_stage=1, precision="fp32", lr=1e-3))
+    with pytest.raises(CarryMismatch, match="train_config_hash"):
+        restore_carry(other, make_run(tmp_path / "other"), "semacdr", carry)
+
+    fresh = make_run(tmp_path / "fresh")
+    assert restore_carry(stage_cfg, fresh, "semacdr", carry)["latest"] == os.path.basename(epoch0)
+    resumed = fit_deepspeed(fresh, model, train)
+    records = read_metrics(fresh, "semacdr")
+    assert [(r["epoch"], r["start_epoch"]) for r in records] == [(0, 0), (1, 1)]
+    assert resumed["best_metrics"]["valid/ndcg@10"] == summary["best_metrics"]["valid/ndcg@10"]
+    assert resumed["best_epoch"] == summary["best_epoch"]
+    expect = load_file(os.path.join(_checkpoint_of_epoch(run, "semacdr", 1), PARAMS_FILE))
+    got = load_file(os.path.join(_checkpoint_of_epoch(fresh, "semacdr", 1), PARAMS_FILE))
+    assert expect.keys() == got.keys()
+    for k in expect:
+        assert torch.equal(expect[k], got[k]), k
+
+
 @pytest.mark.slow
 def test_zero3_semacdr_beats_popularity(quiet_data, tmp_path, pop_ndcg, make_run):
     run = make_run(tmp_path)
