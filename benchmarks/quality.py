@@ -222,18 +222,27 @@ def load_record(path: Path, evaluated: bool) -> dict | None:
     return record if not evaluated or "eval" in record else None
 
 
-def tuning_record(run: RunDir, name: str, monitor: str = "valid/ndcg@10", saved: dict | None = None) -> dict | None:
+def tuning_record(run: RunDir, name: str, monitor: str = "valid/ndcg@10", saved: dict | None = None,
+                  carry: Path | None = None) -> dict | None:
     """Best valid scores and the convergence record of one tuning run, from its metrics.jsonl
-    (or from `saved`, its committed record)."""
+    (or from `saved`, its committed record; or, for a run whose run directory is gone, from
+    the metrics.jsonl of its committed `carry`: unfinished)."""
     from semacdr_dist.train.stage import convergence
     from semacdr_dist.train.state import read_metrics
 
-    metrics = saved["metrics"] if saved else read_metrics(run, name)
+    from_carry = (not saved and carry is not None and (carry / "metrics.jsonl").exists()
+                  and not run.exists("train", name, "metrics.jsonl"))
+    if saved:
+        metrics = saved["metrics"]
+    elif from_carry:
+        metrics = [json.loads(line) for line in (carry / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    else:
+        metrics = read_metrics(run, name)
     recs = [r for r in metrics if isinstance(r.get(monitor), (int, float)) and r[monitor] >= 0]
     if not recs:
         return None
     best = max(recs, key=lambda r: (r[monitor], -r["epoch"]))
-    done = bool(saved) or run.is_done(f"train/{name}")
+    done = bool(saved) or (not from_carry and run.is_done(f"train/{name}"))
     success = saved["train"] if saved else run.read_json(f"train/{name}/_SUCCESS.json") if done else None
     out = {"valid/ndcg@10": best.get("valid/ndcg@10"), "valid/hr@10": best.get("valid/hr@10"),
            **convergence(recs, monitor), "finished": done,
@@ -687,8 +696,9 @@ def main() -> int:
                 saved = save_record(run, name, path, evaluated=True, extra=extra_metrics(
                     run, name, domains, cfg.model.max_len, cfg.evaluate.seed, cfg.evaluate.cold_start_threshold))
             if saved is None:
-                if run.exists(f"train/{name}", "metrics.jsonl"):
-                    record = tuning_record(run, name, cfg.train.monitor)
+                carry = carry_path(args.data, f"seed{seed}", variant)
+                if run.exists(f"train/{name}", "metrics.jsonl") or (carry / "metrics.jsonl").exists():
+                    record = tuning_record(run, name, cfg.train.monitor, carry=carry)
                     if record:
                         unfinished.append({"variant": variant, "seed": seed, **record})
                 continue
@@ -754,8 +764,11 @@ def main() -> int:
                 saved = load_record(tuning_record_path(variant, tag), evaluated=False)
                 if saved is None and run.is_done(f"train/{cfg.model.name}"):
                     saved = save_record(run, cfg.model.name, tuning_record_path(variant, tag), evaluated=False)
-                searches[variant][tag] = (tuning_record(run, cfg.model.name, saved=saved) if saved or run.exists(
-                    f"train/{cfg.model.name}") else None)
+                carry = (carry_path(args.data, "tuning", variant, run_dir.name) if TUNING[variant][tag]
+                         else carry_path(args.data, f"seed{seed}", variant))
+                searches[variant][tag] = (tuning_record(run, cfg.model.name, saved=saved, carry=carry)
+                                          if saved or run.exists(f"train/{cfg.model.name}")
+                                          or (carry / "metrics.jsonl").exists() else None)
                 print(f"tuning {variant} {tag}: {searches[variant][tag]}", flush=True)
         best = {v: max((t for t, r in rows.items() if r and r["finished"]), key=lambda t: rows[t]["valid/ndcg@10"],
                        default=None)

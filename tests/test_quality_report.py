@@ -108,3 +108,27 @@ def test_finished_run_record_round_trips_and_feeds_the_tuning_record(tmp_path, m
     record = quality.tuning_record(RunDir(str(tmp_path / "gone")), "semacdr", saved=saved)
     assert record["finished"] and record["valid/ndcg@10"] == 0.07 and record["best_epoch"] == 1
     assert record["minutes"] == 2.0 and record["valid_curve"] == [0.05, 0.07, 0.06]
+
+
+def test_a_run_finished_over_two_sittings_counts_both_and_an_unfinished_one_reads_its_carry(tmp_path):
+    from semacdr_dist.rundir import RunDir
+    from semacdr_dist.train.state import append_metrics
+
+    run = RunDir(str(tmp_path / "run"))
+    for epoch, score in enumerate([0.05, 0.07, 0.06]):
+        append_metrics(run, "llm4cdsr", {"epoch": epoch, "valid/ndcg@10": score, "valid/hr@10": 2 * score,
+                                         "train/sequences": 1000, "train/seq_per_s": 100.0})
+    run.mark_done("train/llm4cdsr", {"seconds": 60.0, "epochs_run": 3, "best_epoch": 1, "stopped_by": "patience"})
+    earlier = {"seconds": 540.0, "sittings": 1, "machines": [{"cpu_model": "another CPU"}]}
+    record = quality.save_record(run, "llm4cdsr", tmp_path / "r.json", evaluated=False, before=earlier)
+    assert record["train"]["seconds"] == 600.0 and record["train"]["seconds_this_sitting"] == 60.0
+    assert record["train"]["sittings"] == 2 and record["earlier_machines"] == earlier["machines"]
+    assert quality.tuning_record(run, "llm4cdsr", saved=record)["minutes"] == 10.0
+
+    # A new sitting before the run resumed: no run directory, only the committed carry.
+    carry = tmp_path / "carry"
+    carry.mkdir()
+    (carry / "metrics.jsonl").write_bytes(run.read_bytes("train/llm4cdsr/metrics.jsonl"))
+    unfinished = quality.tuning_record(RunDir(str(tmp_path / "gone")), "llm4cdsr", carry=carry)
+    assert not unfinished["finished"] and unfinished["stopped_by"] == "unfinished"
+    assert unfinished["valid_curve"] == [0.05, 0.07, 0.06] and unfinished["best_epoch"] == 1
