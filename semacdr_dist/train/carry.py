@@ -6,10 +6,11 @@ is what it takes to go on elsewhere, in files that can be committed or copied an
 to read: safetensors for every tensor, JSON for everything else. Nothing in a carry is
 unpickled. It holds:
 
-- `latest/`: the newest complete checkpoint. DeepSpeed's torch-pickle files are stored as
-  `ds.safetensors` (their tensors, deduplicated by content) + `ds.json` (the structure
-  around them, types tagged; only plain data and an allowlist of DeepSpeed's own small
-  classes); `model.safetensors`, `state.json` and `latest` are copied as they are.
+- `latest/`: the newest complete checkpoint. DeepSpeed's torch-pickle files and
+  `model.safetensors` are stored as `ds.safetensors` (their tensors, deduplicated by
+  content: in fp32 the exported parameters are DeepSpeed's module tensors) + `ds.json` (the
+  structure around them, types tagged; only plain data and an allowlist of DeepSpeed's own
+  small classes); `state.json` and `latest` are copied as they are.
 - `best/`: the best-scoring checkpoint's `model.safetensors` + `state.json`, when it is not
   the latest (export needs only those).
 - `metrics.jsonl`: the per-epoch records so far.
@@ -156,16 +157,19 @@ def pack_checkpoint(run: RunDir, rel: str, dst: Path, params_only: bool = False)
     The `.pt` files read here are DeepSpeed's, written by this run's own workers (as a resume
     would read them); what goes out is safetensors + JSON.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import load, save_file
 
     dst.mkdir(parents=True, exist_ok=True)
-    for name in (PARAMS_FILE, STATE_FILE) if params_only else (PARAMS_FILE, STATE_FILE, "latest"):
+    for name in (PARAMS_FILE, STATE_FILE) if params_only else (STATE_FILE, "latest"):
         if run.exists(rel, name):
             (dst / name).write_bytes(run.read_bytes(f"{rel}/{name}"))
     if params_only:
         return
     tensors: dict[str, torch.Tensor] = {}
     structure: dict[str, Any] = {}
+    if run.exists(rel, PARAMS_FILE):  # into the shared pool: in fp32 these are DeepSpeed's module tensors
+        params = load(run.read_bytes(f"{rel}/{PARAMS_FILE}"))
+        structure[PARAMS_FILE] = {name: encode_tree(t, tensors)["tensor"] for name, t in params.items()}
     for path in run.list_files(rel, DS_TAG, suffix=".pt"):
         name = os.path.basename(path)
         tree = torch.load(io.BytesIO(run.read_bytes(f"{rel}/{DS_TAG}/{name}")), map_location="cpu",
@@ -177,7 +181,7 @@ def pack_checkpoint(run: RunDir, rel: str, dst: Path, params_only: bool = False)
 
 def unpack_checkpoint(src: Path, run: RunDir, rel: str) -> None:
     """Rebuild the checkpoint at `rel` under the run from `pack_checkpoint`'s output."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save
 
     for name in (PARAMS_FILE, STATE_FILE, "latest"):
         if (src / name).exists():
@@ -186,6 +190,9 @@ def unpack_checkpoint(src: Path, run: RunDir, rel: str) -> None:
         return
     tensors = load_file(str(src / DS_TENSORS))
     for name, node in json.loads((src / DS_STRUCTURE).read_text()).items():
+        if name == PARAMS_FILE:
+            run.write_bytes(f"{rel}/{name}", save({k: tensors[key] for k, key in node.items()}))
+            continue
         buf = io.BytesIO()
         torch.save(decode_tree(node, tensors), buf)
         run.write_bytes(f"{rel}/{DS_TAG}/{name}", buf.getvalue())

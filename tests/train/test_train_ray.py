@@ -145,6 +145,7 @@ def test_carry_moves_an_unfinished_run_to_a_fresh_directory_and_resumes_exactly(
     info = save_carry(stage_cfg, stopped, "semacdr", carry, train.monitor, train.num_workers, train.zero_stage)
     assert info["next_epoch"] == 1 and info["best_epoch"] == 0
     assert not list(carry.rglob("*.pt"))  # nothing pickled travels
+    assert not (carry / "latest" / PARAMS_FILE).exists()  # its tensors are DeepSpeed's, stored once
 
     other = TrainStageConfig(model=model, train=train_cfg(zero_stage=1, precision="fp32", lr=1e-3))
     with pytest.raises(CarryMismatch, match="train_config_hash"):
