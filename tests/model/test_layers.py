@@ -59,3 +59,19 @@ def test_split_threads_keeps_order_and_left_pads():
     assert t["target"].tolist() == [[PAD, PAD, PAD, 1, 2, 3], [PAD] * 6]
     assert t["source"].tolist() == [[PAD, PAD, PAD, PAD, 50, 51], [PAD, PAD, PAD, 60, 61, 62]]
     assert torch.equal(t["mixed"], hist)
+
+
+def test_rows_encoded_in_length_groups_match_one_padded_batch():
+    """`last` cuts groups of short rows to their own width: the same outputs as the whole batch
+    padded to its longest row, and gradients reach every row's items."""
+    enc = _encoder()
+    L = 10
+    lengths = torch.tensor([0, 1, 2, 3, 5, 8, 10, 1, 4, 9])
+    items = torch.randn(len(lengths), L, 16, requires_grad=True)
+    valid = torch.arange(L)[None] >= (L - lengths)[:, None]  # left padding
+    grouped = enc.last(items, valid)
+    torch.testing.assert_close(grouped, enc(items, valid)[:, -1], rtol=0, atol=1e-5)
+    assert (grouped[0] == 0).all()  # the empty row stays zero
+    (grouped * torch.randn_like(grouped)).sum().backward()  # (a plain sum of LayerNorm outputs has no gradient)
+    reached = items.grad.abs().sum(-1) > 0
+    assert torch.equal(reached, valid)
