@@ -8,7 +8,9 @@ Per size (items; ~10 interactions per item over 3 domains, ~0.1% repeated rows):
   (``items.npy``, dense item order) and 10k query vectors;
 * ``prepare``: ``run_prepare`` on a local Ray session (driver + Ray workers);
 * ``prepare_baseline``: one process, pyarrow/numpy: read, validate, dedupe items and
-  interactions, dense ids, sort by user and time, leave-two-out split, write;
+  interactions, dense ids, sort by user and time, leave-two-out split, write; above 10M
+  interactions it first streams them into user-hash buckets on disk and prepares one bucket
+  at a time (same outputs: checked at 100k with 4 buckets), so it fits at 10M items too;
 * ``evaluate``: ``ShardedIndex`` with 1, 2, 4 shard actors reading their slice of
   ``items.npy`` (exact IndexFlatIP) and an IVF index, top-50 of every query; recall@K of
   IVF against the exact result;
@@ -189,8 +191,16 @@ def phase_prepare(root: Path, args) -> dict:
             "item_parts": len(list((out / "items").glob("part-*.parquet")))}
 
 
+# Interactions per user-hash bucket of the single-process baseline: above this, it partitions
+# the interactions into buckets on disk first (one streaming pass) and prepares them one at a
+# time, the plain way to do it in one process when the data does not fit; below, one bucket.
+BASELINE_BUCKET_ROWS = 10_000_000
+
+
 def phase_prepare_baseline(root: Path, args) -> dict:
-    """Everything in this one process: the plain way to do prepare when the data fits."""
+    """Everything in this one process: read, validate, dedupe, dense ids, sort by user and time,
+    leave-two-out split, write. Held in memory whole up to `BASELINE_BUCKET_ROWS` interactions;
+    beyond, the interactions go through user-hash buckets on disk (the items stay in memory)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -221,27 +231,61 @@ def phase_prepare_baseline(root: Path, args) -> dict:
     sorted_raw, dense_of = raw[order], np.arange(len(order))
     by_raw = np.argsort(sorted_raw)
     sorted_raw, dense_of, dom_of_dense = sorted_raw[by_raw], dense_of[by_raw], dom[order].astype(np.int8)
-    inter = pq.read_table(root / "raw" / "interactions.parquet")
-    inter = inter.filter(pc.fill_null(pc.greater_equal(inter["timestamp"], 0), False))
-    pos = np.searchsorted(sorted_raw, inter["item_id"].to_numpy()).clip(0, len(sorted_raw) - 1)
-    known = sorted_raw[pos] == inter["item_id"].to_numpy()
-    dense = dense_of[pos]
-    inter = pa.table({
-        "user_id": inter["user_id"], "item_id": dense, "domain": inter["domain"], DOM_COL: dom_of_dense[dense],
-        "timestamp": inter["timestamp"], SRC_COL: np.zeros(inter.num_rows, np.int32), ROW_COL: np.arange(inter.num_rows),
-    }).filter(pa.array(known))
-    clean, dup = split_duplicates(inter)  # sorts by user and time
-    del inter
-    ex = build_examples(clean, domains, max_history=50)
     out.mkdir(parents=True)
     pq.write_table(items.cast(ITEMS), out / "items.parquet")
-    pq.write_table(clean.select(INTERACTIONS.names).cast(INTERACTIONS), out / "interactions.parquet")
+    n_items = items.num_rows
+    del items
+
+    def mapped(inter: pa.Table, first_row: int) -> pa.Table:
+        """Valid rows with dense item ids (the validation and id map of the whole file)."""
+        rows = np.arange(first_row, first_row + inter.num_rows)
+        keep = pc.fill_null(pc.greater_equal(inter["timestamp"], 0), False).to_numpy(zero_copy_only=False)
+        pos = np.searchsorted(sorted_raw, inter["item_id"].to_numpy()).clip(0, len(sorted_raw) - 1)
+        keep &= sorted_raw[pos] == inter["item_id"].to_numpy()
+        dense = dense_of[pos]
+        return pa.table({
+            "user_id": inter["user_id"], "item_id": dense, "domain": inter["domain"], DOM_COL: dom_of_dense[dense],
+            "timestamp": inter["timestamp"], SRC_COL: np.zeros(inter.num_rows, np.int32), ROW_COL: rows,
+        }).filter(pa.array(keep))
+
+    source = pq.ParquetFile(root / "raw" / "interactions.parquet")
+    n_buckets = max(1, math.ceil(source.metadata.num_rows / BASELINE_BUCKET_ROWS))
+    if n_buckets == 1:
+        buckets = [lambda: mapped(source.read(), 0)]
+    else:  # pass 1: stream the file once into user-hash buckets on disk
+        spill = out / "_buckets"
+        spill.mkdir()
+        writers: dict[int, pq.ParquetWriter] = {}
+        first_row = 0
+        for batch in source.iter_batches(batch_size=1_000_000):
+            part = mapped(pa.Table.from_batches([batch]), first_row)
+            first_row += batch.num_rows
+            bucket = part["user_id"].to_numpy() % n_buckets
+            for b in range(n_buckets):
+                piece = part.filter(pa.array(bucket == b))
+                if b not in writers:
+                    writers[b] = pq.ParquetWriter(spill / f"{b:05d}.parquet", piece.schema)
+                writers[b].write_table(piece)
+        for w in writers.values():
+            w.close()
+        buckets = [lambda b=b: pq.read_table(spill / f"{b:05d}.parquet") for b in sorted(writers)]
+    n_clean = n_dup = 0
     for split in ("train", "valid", "test"):
         (out / "sequences" / split).mkdir(parents=True)
-        pq.write_table(ex.filter(pc.equal(ex["split"], split)).select(SEQUENCES.names).cast(SEQUENCES),
-                       out / "sequences" / split / "part-00000.parquet")
-    return {"seconds_prepare": round(time.perf_counter() - t0, 2), "n_items": items.num_rows, "n_interactions": clean.num_rows,
-            "repeated_rows": dup.num_rows, "digest": _digest(out)}
+    (out / "interactions").mkdir()
+    for b, read in enumerate(buckets):  # pass 2: each bucket whole (every interaction of its users)
+        clean, dup = split_duplicates(read())  # sorts by user and time
+        n_clean, n_dup = n_clean + clean.num_rows, n_dup + dup.num_rows
+        ex = build_examples(clean, domains, max_history=50)
+        pq.write_table(clean.select(INTERACTIONS.names).cast(INTERACTIONS), out / "interactions" / f"part-{b:05d}.parquet")
+        del clean
+        for split in ("train", "valid", "test"):
+            pq.write_table(ex.filter(pc.equal(ex["split"], split)).select(SEQUENCES.names).cast(SEQUENCES),
+                           out / "sequences" / split / f"part-{b:05d}.parquet")
+        del ex
+    shutil.rmtree(out / "_buckets", ignore_errors=True)
+    return {"seconds_prepare": round(time.perf_counter() - t0, 2), "n_items": n_items, "n_interactions": n_clean,
+            "repeated_rows": n_dup, "buckets": n_buckets, "digest": _digest(out)}
 
 
 def _queries(root: Path) -> tuple[np.ndarray, np.ndarray]:
