@@ -246,6 +246,11 @@ def save_carry(cfg: Any, run: RunDir, model_name: str, dst: Path, monitor: str, 
 
 
 def read_carry(src: Path) -> dict[str, Any] | None:
+    """`carry.json` of the carry at `src`, or None. A writer killed between its two renames
+    left the previous carry as `.<name>.old`: it is put back first."""
+    old = src.with_name(f".{src.name}.old")
+    if not src.exists() and (old / CARRY_FILE).exists():
+        old.rename(src)
     return json.loads((src / CARRY_FILE).read_text()) if (src / CARRY_FILE).exists() else None
 
 

@@ -61,3 +61,14 @@ def test_unknown_classes_are_refused_both_ways():
         encode_tree({"x": Opaque()}, {})
     with pytest.raises(TypeError, match="not in carry.ALLOWED_CLASSES"):
         decode_tree({"object": "os.system", "state": {"dict": [], "ordered": False}}, {})
+
+
+def test_a_carry_interrupted_between_its_renames_is_recovered(tmp_path):
+    from semacdr_dist.train.carry import CARRY_FILE, read_carry
+
+    old = tmp_path / ".llm4cdsr.old"
+    old.mkdir()
+    (old / CARRY_FILE).write_text('{"latest": "checkpoint_a", "next_epoch": 3}')
+    assert read_carry(tmp_path / "llm4cdsr") == {"latest": "checkpoint_a", "next_epoch": 3}
+    assert (tmp_path / "llm4cdsr" / CARRY_FILE).exists() and not old.exists()
+    assert read_carry(tmp_path / "nothing") is None
