@@ -237,6 +237,7 @@ def save_carry(cfg: Any, run: RunDir, model_name: str, dst: Path, monitor: str, 
         (tmp / CARRY_FILE).write_text(json.dumps(info, indent=2))
         old = dst.with_name(f".{dst.name}.old")
         if dst.exists():
+            shutil.rmtree(old, ignore_errors=True)  # a stale one, from a writer killed after its first rename
             dst.rename(old)
         tmp.rename(dst)
         shutil.rmtree(old, ignore_errors=True)
