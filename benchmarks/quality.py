@@ -181,13 +181,15 @@ def carry_path(kind: str, *parts: str) -> Path:
 @contextlib.contextmanager
 def carried(cfg, run: RunDir, carry: Path):
     """Train inside this: the run starts from its carry (if it has one and no checkpoints of its
-    own), and the carry follows each new checkpoint. Yields the earlier sittings' part of the
-    run (`carry.json`: seconds, sittings, machines), {} for a run started in this sitting."""
-    from semacdr_dist.train.carry import keep_carry, restore_carry
+    own), and the carry follows each new checkpoint. Yields the earlier drivers' part of the
+    run (`carry.json`: seconds, sittings = driver runs, machines), {} for a run started now."""
+    from semacdr_dist.train.carry import keep_carry, read_carry, restore_carry
 
     name, tcfg = cfg.model.name, cfg.train
-    before = restore_carry(cfg, run, name, carry) or {}
-    if before:
+    # A run directory with checkpoints of its own (a driver restarted within the sitting) keeps
+    # them; its carry still holds the time spent so far.
+    before = restore_carry(cfg, run, name, carry) or read_carry(carry) or {}
+    if before.get("next_epoch") is not None:
         print(f"{run.display()}: resumed from the carry {carry} (epoch {before['next_epoch']}, "
               f"{before.get('sittings')} sitting(s), {before.get('seconds', 0) / 60:.0f} min so far)", flush=True)
     if name == "pop":  # counted in one pass: nothing to carry

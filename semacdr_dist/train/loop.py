@@ -151,12 +151,42 @@ def length_buckets(batch: dict[str, np.ndarray], size: int, rng: np.random.Gener
     return [{k: v[idx] for k, v in batch.items()} for idx in chunks]
 
 
+# Shuffle buffers above this many rows are filled and permuted whole by `_windowed_batches`:
+# Ray Data's sliding local buffer re-copies itself as it refills, and at 400k rows (a full
+# shuffle of Food-Kitchen's 351k train examples) it grew each worker by 0.6-2 GB per epoch
+# (SemaCDR / LLM4CDSR) until Ray's OOM killer stepped in.
+WINDOW_SHUFFLE_ABOVE = 65_536
+
+
+def _windowed_batches(shard, tcfg: TrainConfig, collate, seed: int):
+    """`_epoch_batches` for large buffers: windows of `shuffle_buffer` rows (the whole shard when
+    it is at least that big: a full shuffle) as one Arrow table each, permuted by a seeded RNG,
+    then drawn `batch_size x length_buckets` rows at a time. One window's rows in memory."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    draw = tcfg.batch_size * max(1, tcfg.length_buckets)
+    for window in shard.iter_batches(batch_size=tcfg.shuffle_buffer, batch_format="pyarrow"):
+        window = window.take(pa.array(rng.permutation(window.num_rows)))
+        for start in range(0, window.num_rows, draw):
+            part = window.slice(start, draw)
+            big = {c: part.column(c).to_numpy(zero_copy_only=False) for c in part.column_names}
+            if tcfg.length_buckets <= 1:
+                yield collate(big)
+                continue
+            for batch in length_buckets(big, tcfg.batch_size, rng):
+                yield collate(batch)
+
+
 def _epoch_batches(shard, tcfg: TrainConfig, collate, seed: int):
     """One epoch of collated batches from the worker's Ray Data shard (shuffled, maybe bucketed).
 
     Every rank has the same number of rows (equal split), so bucketing keeps the ranks'
     step counts equal: each draw of batch_size x k rows becomes ceil(rows / batch_size) batches.
     """
+    if tcfg.shuffle_buffer > WINDOW_SHUFFLE_ABOVE:
+        yield from _windowed_batches(shard, tcfg, collate, seed)
+        return
     shuffle = dict(local_shuffle_buffer_size=tcfg.shuffle_buffer or None,
                    local_shuffle_seed=seed if tcfg.shuffle_buffer else None)
     if tcfg.length_buckets <= 1:

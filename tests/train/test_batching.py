@@ -37,3 +37,27 @@ def test_seeded_and_batch_order_shuffled():
     assert all(np.array_equal(x["target"], y["target"]) for x, y in zip(a, b, strict=True))
     widths = [max(map(len, x["history"])) for x in a]
     assert widths != sorted(widths)  # not served shortest-first
+
+
+def test_a_buffer_above_the_shard_is_a_full_seeded_shuffle(ray_local):
+    """Buffers above WINDOW_SHUFFLE_ABOVE: every row once per epoch, rows from the whole shard mixed
+    in the first batch, the same order for the same seed (a resumed epoch replays it)."""
+    import ray.data
+
+    from semacdr_dist.train.config import TrainConfig
+    from semacdr_dist.train.loop import WINDOW_SHUFFLE_ABOVE, _epoch_batches
+
+    n = 3000
+    rows = [{"target": i, "history": list(range(i % 40 + 1))} for i in range(n)]
+    shard = ray.data.from_items(rows).iterator()
+    tcfg = TrainConfig(batch_size=128, length_buckets=4, shuffle_buffer=WINDOW_SHUFFLE_ABOVE + 1)
+
+    def epoch(seed: int) -> list[np.ndarray]:
+        return [b["target"] for b in _epoch_batches(shard, tcfg, lambda b: b, seed)]
+
+    first = epoch(7)
+    seen = np.concatenate(first)
+    assert sorted(seen.tolist()) == list(range(n)) and max(len(b) for b in first) == 128
+    assert np.ptp(first[0]) > n // 2  # not a window of neighbouring rows
+    assert all(np.array_equal(a, b) for a, b in zip(first, epoch(7), strict=True))
+    assert not np.array_equal(np.concatenate(epoch(8)), seen)
