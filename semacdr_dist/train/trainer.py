@@ -28,9 +28,11 @@ SEQUENCE_COLUMNS = ["user_id", "target_domain", "history", "history_domain", "ta
 # but mmaps and zero-fills every large tensor on every step: 39% of the worker's CPU went to page
 # faults and SemaCDR trained at 0.62x (722 vs 1,178 seq/s, 1 thread, batch 512, Xeon with AMX).
 # jemalloc, which Ray ships, reuses freed pages by size class: 1,235 seq/s (1.05x glibc's
-# default, 0 page faults in steady state) at a lower peak RSS (1.62 vs 1.64 GB); it keeps freed
-# pages instead of returning them (decay off), so a worker's RSS is bounded by its peak.
-JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+# default, 0 page faults in steady state) at a lower peak RSS (1.62 vs 1.64 GB). Freed pages go
+# back to the OS after 1 s unused: with decay off (kept forever) a full-shuffle Food-Kitchen run
+# (random batch composition, length-grouped encoder shapes) grew ~1.3 GB of anonymous memory per
+# epoch until Ray's OOM killer fired; a step reuses its pages well within the second.
+JEMALLOC_CONF = "dirty_decay_ms:1000,muzzy_decay_ms:0"
 # Where Ray's jemalloc is missing (no Linux wheel): glibc with a fixed threshold above the
 # batch tensors (no per-step mmap) and no trimming (no per-step page faults).
 GLIBC_MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(64 << 20),
