@@ -74,6 +74,9 @@ class TrainConfig:
     # Worker-group restarts allowed after a worker dies (each resumes from the last checkpoint).
     max_failures: int = 2
     # Rows in Ray Data's local shuffle buffer per worker (0 = no shuffle); a few batches' worth.
+    # Above 65,536 the loop fills that many rows and permutes them whole (a full shuffle when it
+    # is at least the worker's shard: what benchmarks/quality.py uses); the train split is
+    # stored user by user, so a small buffer draws each batch from neighbouring users.
     shuffle_buffer: int = 2048
     # Length bucketing: draw batch_size x this many (shuffled) rows, sort them by history
     # length, cut them into batches and shuffle the batch order. A batch is padded to its
