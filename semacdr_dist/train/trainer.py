@@ -31,7 +31,9 @@ SEQUENCE_COLUMNS = ["user_id", "target_domain", "history", "history_domain", "ta
 # default, 0 page faults in steady state) at a lower peak RSS (1.62 vs 1.64 GB). Freed pages go
 # back to the OS after 1 s unused: with decay off (kept forever) a full-shuffle Food-Kitchen run
 # (random batch composition, length-grouped encoder shapes) grew ~1.3 GB of anonymous memory per
-# epoch until Ray's OOM killer fired; a step reuses its pages well within the second.
+# epoch until Ray's OOM killer fired. Measured (SemaCDR, 1 thread, batch 512 from length-sorted
+# random draws, 300 steps, Xeon with AMX): decay off 2,590 seq/s, RSS 2.3 -> 4.4 GB; decay 1 s
+# 2,100, flat 0.97 GB; decay 10 s 2,120, flat 1.0 GB; glibc default 2,160, 1.54 -> 1.75 GB.
 JEMALLOC_CONF = "dirty_decay_ms:1000,muzzy_decay_ms:0"
 # Where Ray's jemalloc is missing (no Linux wheel): glibc with a fixed threshold above the
 # batch tensors (no per-step mmap) and no trimming (no per-step page faults).
