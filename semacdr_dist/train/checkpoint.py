@@ -64,6 +64,18 @@ def read_state(directory: str) -> dict[str, Any]:
         return json.load(f)
 
 
+def checkpoint_names(run, model_name: str) -> list[str]:
+    """Names of the `checkpoint_*` directories under `checkpoints/<model>/`, oldest first
+    (Ray names them by time)."""
+    if not run.exists("checkpoints", model_name):
+        return []
+    import pyarrow.fs as pafs
+
+    infos = run.fs.get_file_info(pafs.FileSelector(run.path("checkpoints", model_name)))
+    return sorted(i.base_name for i in infos
+                  if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
+
+
 def latest_complete_checkpoint(run, model_name: str, num_workers: int, zero_stage: int) -> str | None:
     """URI of the newest checkpoint under `checkpoints/<model>/` whose files are all there.
 
@@ -74,14 +86,7 @@ def latest_complete_checkpoint(run, model_name: str, num_workers: int, zero_stag
     optimizer shard of every rank.
     """
     root = ("checkpoints", model_name)
-    if not run.exists(*root):
-        return None
-    import pyarrow.fs as pafs
-
-    infos = run.fs.get_file_info(pafs.FileSelector(run.path(*root)))
-    names = sorted((i.base_name for i in infos
-                    if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_")),
-                   reverse=True)
+    names = checkpoint_names(run, model_name)[::-1]
     needed = [PARAMS_FILE, STATE_FILE, f"{DS_TAG}/mp_rank_00_model_states.pt"]
     if zero_stage > 0:
         needed += [f"{DS_TAG}/zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in range(num_workers)]
@@ -99,15 +104,8 @@ def best_saved_checkpoint(run, model_name: str, monitor: str) -> tuple[str, dict
     checkpoint writes its metrics into `state.json`; ties go to the earliest epoch.
     """
     root = ("checkpoints", model_name)
-    if not run.exists(*root):
-        return None
-    import pyarrow.fs as pafs
-
     scored = []
-    for info in run.fs.get_file_info(pafs.FileSelector(run.path(*root))):
-        name = info.base_name
-        if info.type != pafs.FileType.Directory or not name.startswith("checkpoint_"):
-            continue
+    for name in checkpoint_names(run, model_name):
         if not (run.exists(*root, name, PARAMS_FILE) and run.exists(*root, name, STATE_FILE)):
             continue
         metrics = run.read_json("/".join([*root, name, STATE_FILE])).get("metrics") or {}
