@@ -72,3 +72,24 @@ def test_a_carry_interrupted_between_its_renames_is_recovered(tmp_path):
     assert read_carry(tmp_path / "llm4cdsr") == {"latest": "checkpoint_a", "next_epoch": 3}
     assert (tmp_path / "llm4cdsr" / CARRY_FILE).exists() and not old.exists()
     assert read_carry(tmp_path / "nothing") is None
+
+
+def test_module_tensors_inside_the_flat_partition_are_stored_as_slices():
+    from semacdr_dist.train.carry import SLICE_MIN_NUMEL, share_slices, unshare_slices
+
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(64, 128, generator=g)  # 8,192 elements: above SLICE_MIN_NUMEL
+    bias = torch.randn(8, generator=g)  # too small to be looked for
+    other = torch.randn(SLICE_MIN_NUMEL, generator=g)  # not in the partition
+    # ZeRO's flat fp32 partition: the parameters back to back, then alignment padding
+    flat = torch.cat([bias, emb.reshape(-1), torch.zeros(24)])
+    tree = {"module": {"emb": emb.clone(), "bias": bias.clone(), "other": other},
+            "optimizer": {"fp32_flat": flat, "exp_avg": torch.randn(flat.numel(), generator=g)}}
+    tensors: dict[str, torch.Tensor] = {}
+    encoded = json.loads(json.dumps(encode_tree(tree, tensors)))
+    slices = json.loads(json.dumps(share_slices(tensors)))
+    # only the embedding is a slice (at offset 8 of the flat partition), and it left the pool
+    assert [v[1:] for v in slices.values()] == [[8, [64, 128]]]
+    assert sum(t.numel() for t in tensors.values()) == flat.numel() * 2 + 8 + SLICE_MIN_NUMEL
+    unshare_slices(tensors, slices)
+    _equal(tree, decode_tree(encoded, tensors))
