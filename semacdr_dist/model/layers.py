@@ -13,6 +13,22 @@ from torch import nn
 PAD = -1
 
 
+class Dropout(nn.Dropout):
+    """`nn.Dropout` with its CPU mask drawn by `torch.rand` (float32 uniforms >= p).
+
+    On CPU, ATen's dropout draws its mask with `bernoulli_`, ~19 ns per element on one
+    thread (torch 2.13, Xeon AVX-512) against ~4.5 for `rand` + compare: dropout was 26% of
+    an LLM4CDSR train step (py-spy). Same distribution (keep with probability 1-p, kept
+    values scaled by 1/(1-p)); other devices keep ATen's fused kernel.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or self.p >= 1.0 or x.device.type != "cpu" or self.inplace:
+            return super().forward(x)
+        keep = torch.rand(x.shape, device=x.device) >= self.p  # float32 draws whatever x's dtype
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
 class Adapter(nn.Module):
     """A small MLP from a frozen view (dim `d_in`) to the model width; `hidden=0` is linear."""
 
@@ -20,7 +36,7 @@ class Adapter(nn.Module):
         super().__init__()
         if hidden > 0:
             self.net = nn.Sequential(
-                nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, d_out)
+                nn.Linear(d_in, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, d_out)
             )
         else:
             self.net = nn.Linear(d_in, d_out)
@@ -55,8 +71,8 @@ class Block(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.norm2 = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
-        self.drop = nn.Dropout(dropout)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.drop = Dropout(dropout)
         self.attn_dropout = dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -80,7 +96,7 @@ class SequenceEncoder(nn.Module):
         self.pos = nn.Embedding(max_len, dim)
         self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, items: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         L = items.shape[1]

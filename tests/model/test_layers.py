@@ -75,3 +75,24 @@ def test_rows_encoded_in_length_groups_match_one_padded_batch():
     (grouped * torch.randn_like(grouped)).sum().backward()  # (a plain sum of LayerNorm outputs has no gradient)
     reached = items.grad.abs().sum(-1) > 0
     assert torch.equal(reached, valid)
+
+
+def test_dropout_keeps_one_minus_p_scaled_and_its_gradient_is_the_same_mask():
+    from semacdr_dist.model.layers import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.2)
+    x = torch.ones(200_000, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(float(kept.float().mean()) - 0.8) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.8))
+    (y * 3).sum().backward()
+    # d/dx of x * mask / (1 - p): the same mask and scale, dropped positions get no gradient
+    assert torch.allclose(x.grad, 3 * y.detach())
+    bf16 = drop(torch.ones(200_000, dtype=torch.bfloat16))  # float32 draws: p is not rounded to bf16
+    assert bf16.dtype == torch.bfloat16 and abs(float((bf16 != 0).float().mean()) - 0.8) < 0.005
+    drop.eval()
+    z = torch.randn(10)
+    assert torch.equal(drop(z), z)
+    assert torch.equal(Dropout(0.0).train()(z), z)
