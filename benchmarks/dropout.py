@@ -123,7 +123,7 @@ def main() -> None:
 
 def _markdown(out: dict) -> str:
     m = out["machine"]
-    lines = [f"## dropout on CPU: ATen (`bernoulli_` mask) vs `layers.Dropout` (`rand` mask)", "",
+    lines = ["## dropout on CPU: ATen (`bernoulli_` mask) vs `layers.Dropout` (`rand` mask)", "",
              f"{m.get('cpu_model')}, flags {' '.join(m.get('flags', []))}; torch {out['torch']}, 1 thread, "
              f"load avg {out['load_avg_1m']:.1f} (best of alternating rounds).", "",
              "| kernel, fwd+bwd of [6000, 128] | ATen ns/element | rand ns/element | speed-up |", "|---|---:|---:|---:|"]
