@@ -192,6 +192,9 @@ def run_processor(model_path: str, items: list[dict], overrides: list[str], dtyp
         max_concurrent_batches=cfg.max_batches_in_flight,
         max_tasks_in_flight_per_actor=cfg.max_batches_in_flight,
         chat_template_stage=light, tokenize_stage=light, detokenize_stage=light,
+        # Ray's Prometheus stat logger for vLLM needs ray[serve], which this stack does not
+        # install (vLLM raises "RayPrometheusMetric requires Ray"); the stage exports none either.
+        log_engine_metrics=False,
     )
     params = dict(max_tokens=cfg.max_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                   repetition_penalty=cfg.repetition_penalty, stop=list(cfg.stop) or None)
