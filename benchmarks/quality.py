@@ -120,6 +120,9 @@ NOTES = {
         "bucketing, still wide after): 1.5-2x in these runs, 4-5.5x on unbucketed batches. Train workers run "
         "on Ray's jemalloc (the earlier fixed 1 MB glibc mmap threshold cost 0.62x in page faults); worker "
         "RSS stays flat across epochs (worker/rss_mb in each run's metrics).",
+        "Sitting of 2026-12-08 (same CPU kind, two runs at a time, jemalloc decay 1 s): SemaCDR ~1,150 seq/s "
+        "(~5 min per epoch), LLM4CDSR ~650 (~9-10 min), SASRec ~2,300; later runs draw dropout masks with "
+        "torch.rand instead of ATen's bernoulli_ (same distribution; benchmarks/results/dropout.md).",
         "Superseded: until 2026-12-07 the table shuffled with a 2,048-row buffer over the user-ordered "
         "train split (each batch drawn from ~300 neighbouring users). Seed 0 under that protocol: SemaCDR "
         "valid 0.1009 / test NDCG@10 0.0751, SASRec valid 0.0864 / test 0.0526 (records in git history, "
@@ -159,7 +162,8 @@ TUNING_NOTES = [
     "epochs, best valid NDCG@10 0.1075 at epoch 16, patience), 1.14x its table setting's 0.0943; LLM4CDSR's "
     "table setting finished (21 epochs, best 0.1000 at epoch 15, patience). The SemaCDR row 'pca64, not "
     "whitened' (never run) was replaced by 'dropout 0.5, hidden 128' (LLM4CDSR's width), keeping 4 rows for "
-    "each model. No setting is chosen until every run of the grid has stopped.",
+    "each model. 'raw views, no id-text' ran 9 epochs (best 0.0915 at epoch 7) and goes on from its "
+    "committed carry. No setting is chosen until every run of the grid has stopped.",
     "2026-12-07 (Intel Xeon, AVX-512/AMX, 2 cores, float32), full-shuffle protocol: SemaCDR's table setting "
     "finished on seed 0 (13 epochs, best valid NDCG@10 0.0943 at epoch 7, patience). Its dropout-0.5 setting "
     "reached 0.0969 at epoch 13 and was still improving at the end of the sitting; LLM4CDSR's table setting "
