@@ -155,6 +155,7 @@ def decode_tree(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
 # Tensors at least this large are looked for inside the pool's 1-D tensors (see `share_slices`).
 SLICE_MIN_NUMEL = 4096
 SLICES = "__slices__"  # the reserved key of ds.json that lists them (DeepSpeed names no file so)
+INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
 def share_slices(tensors: dict[str, torch.Tensor]) -> dict[str, list]:
@@ -167,17 +168,22 @@ def share_slices(tensors: dict[str, torch.Tensor]) -> dict[str, list]:
     """
     import numpy as np
 
+    def bits(t: torch.Tensor) -> np.ndarray:
+        # Bit patterns, not values: -0.0 is not 0.0 here, NaN equals itself, and bf16 (which
+        # numpy lacks) is compared as int16.
+        return t.reshape(-1).view(INT_OF_SIZE[t.element_size()]).numpy()
+
     bases = {k: t for k, t in tensors.items() if t.dim() == 1 and t.numel() >= SLICE_MIN_NUMEL}
     slices: dict[str, list] = {}
     for key, t in list(tensors.items()):
         n = t.numel()
         if key in bases or n < SLICE_MIN_NUMEL:
             continue
-        flat = t.reshape(-1).numpy()
+        flat = bits(t)
         for base_key, base in bases.items():
             if base.dtype != t.dtype or base.numel() < n:
                 continue
-            b = base.numpy()
+            b = bits(base)
             # candidates: where the first element matches and the run fits; the middle element
             # filters most of them before the full comparison.
             starts = np.flatnonzero(b[: len(b) - n + 1] == flat[0])

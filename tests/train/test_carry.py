@@ -93,3 +93,18 @@ def test_module_tensors_inside_the_flat_partition_are_stored_as_slices():
     assert sum(t.numel() for t in tensors.values()) == flat.numel() * 2 + 8 + SLICE_MIN_NUMEL
     unshare_slices(tensors, slices)
     _equal(tree, decode_tree(encoded, tensors))
+
+
+def test_slices_match_bit_patterns_and_bf16_tensors_are_looked_for_too():
+    from semacdr_dist.train.carry import SLICE_MIN_NUMEL, share_slices, unshare_slices
+
+    n = SLICE_MIN_NUMEL
+    base = torch.zeros(2 * n)
+    minus_zero = torch.full((n,), -0.0)  # equal in value to a run of `base`, not in bits
+    half = torch.randn(2 * n).to(torch.bfloat16)
+    tensors = {"base": base, "minus_zero": minus_zero, "half": half, "half_part": half[n:].clone().view(64, -1)}
+    slices = share_slices(tensors)
+    assert list(slices) == ["half_part"] and slices["half_part"][:2] == ["half", n]
+    unshare_slices(tensors, slices)
+    assert torch.equal(tensors["half_part"].reshape(-1), half[n:])
+    assert torch.signbit(tensors["minus_zero"]).all()
